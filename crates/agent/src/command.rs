@@ -1,0 +1,94 @@
+//! Runs host tools (ip, nft, qemu-img) to completion and turns failures into errors that name
+//! the command and carry its stderr.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// A host tool that could not be run or reported failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("open network namespace {path}")]
+    Netns {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a command runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Namespace<'a> {
+    Host,
+    /// Inside the network namespace bound at this path (e.g. /run/netns/x).
+    Net(&'a Path),
+}
+
+/// Runs `program args…`, feeding `stdin`, and returns its stdout.
+pub async fn run<I, S>(
+    program: &str,
+    args: I,
+    stdin: Option<&str>,
+    namespace: Namespace<'_>,
+) -> Result<String, CommandError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Namespace::Net(path) = namespace {
+        let netns = File::open(path).map_err(|source| CommandError::Netns {
+            path: path.display().to_string(),
+            source,
+        })?;
+        // SAFETY: runs in the forked child before exec and only calls setns(2), which is
+        // async-signal-safe; the file descriptor was opened before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let spawn_error = |source| CommandError::Spawn {
+        program: program.to_owned(),
+        source,
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).await.map_err(spawn_error)?;
+        drop(pipe);
+    }
+    let output = child.wait_with_output().await.map_err(spawn_error)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(CommandError::Failed {
+            program: program.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Host agent configuration: where things live on disk, how sandboxes are named on the host,
+//! and the limits and defaults for new sandboxes.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::accel::AcceleratorChoice;
+
+/// Everything the host agent needs to know about its host.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Kernels and templates (see `images`).
+    pub images_dir: PathBuf,
+    /// Per-sandbox working directories (overlay disk, sockets, logs, memory file).
+    pub state_dir: PathBuf,
+    /// Short name that prefixes every host object this agent creates (netns, interfaces, nft
+    /// tables, VMM process names), so several agents can share one machine and start-up
+    /// reclaims only its own leftovers. 1-6 characters from a-z and 0-9.
+    pub instance: String,
+    /// Host-side addresses of network slots: each slot takes a /30 from this block.
+    pub slot_network: SlotNetwork,
+    pub accelerator: AcceleratorChoice,
+    pub qemu_binary: PathBuf,
+    pub qemu_img_binary: PathBuf,
+    /// How long a booting sandbox may take until envd answers.
+    pub ready_timeout: Duration,
+    pub defaults: SandboxDefaults,
+}
+
+/// Sizes a create request gets when it leaves them at zero, and the largest it may ask for.
+#[derive(Debug, Clone)]
+pub struct SandboxDefaults {
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub max_vcpus: u32,
+}
+
+/// An IPv4 block carved into /30 slot networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotNetwork {
+    pub base: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl SlotNetwork {
+    /// How many /30 slots fit.
+    pub fn capacity(&self) -> u32 {
+        1u32 << (30 - u32::from(self.prefix_len.min(30)))
+    }
+}
+
+impl std::str::FromStr for SlotNetwork {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("slot network {s:?} must be in CIDR form, e.g. 10.200.0.0/16"))?;
+        let base: Ipv4Addr = addr.parse().map_err(|e| format!("slot network address {addr:?}: {e}"))?;
+        let prefix_len: u8 = len.parse().map_err(|e| format!("slot network prefix {len:?}: {e}"))?;
+        if !(8..=28).contains(&prefix_len) {
+            return Err(format!("slot network prefix /{prefix_len} must be between /8 and /28"));
+        }
+        let mask = u32::MAX << (32 - prefix_len);
+        if u32::from(base) & !mask != 0 {
+            return Err(format!("slot network {s} has host bits set"));
+        }
+        Ok(Self { base, prefix_len })
+    }
+}
+
+/// An instance name that is empty, too long or not lowercase alphanumeric.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid agent instance name {0:?}: use 1-6 characters from a-z and 0-9, starting with a letter")]
+pub struct InvalidInstance(pub String);
+
+impl AgentConfig {
+    /// Defaults for a production host, rooted at `/var/lib/wrenn`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            images_dir: data_dir.join("images"),
+            state_dir: data_dir.join("sandboxes"),
+            instance: "wrenn".into(),
+            slot_network: SlotNetwork {
+                base: Ipv4Addr::new(10, 200, 0, 0),
+                prefix_len: 16,
+            },
+            accelerator: AcceleratorChoice::Auto,
+            qemu_binary: "qemu-system-x86_64".into(),
+            qemu_img_binary: "qemu-img".into(),
+            ready_timeout: Duration::from_secs(60),
+            defaults: SandboxDefaults {
+                vcpus: 1,
+                memory_mb: 512,
+                max_vcpus: 8,
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), InvalidInstance> {
+        let name = &self.instance;
+        let valid = (1..=6).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if valid {
+            Ok(())
+        } else {
+            Err(InvalidInstance(name.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_network_parses_and_counts() {
+        let net: SlotNetwork = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(net.capacity(), 16384);
+        let net: SlotNetwork = "10.250.4.0/22".parse().unwrap();
+        assert_eq!(net.capacity(), 256);
+        assert!("10.200.0.1/16".parse::<SlotNetwork>().is_err());
+        assert!("10.200.0.0".parse::<SlotNetwork>().is_err());
+        assert!("10.0.0.0/4".parse::<SlotNetwork>().is_err());
+    }
+
+    #[test]
+    fn instance_names_are_checked() {
+        let mut config = AgentConfig::new("/tmp/x");
+        assert!(config.validate().is_ok());
+        for bad in ["", "toolong", "9ab", "a-b", "AB"] {
+            config.instance = bad.into();
+            assert!(config.validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Conversions between the agent's domain types and the control-plane wire types.
+
+use wrenn_agent_api::v1 as pb;
+
+use crate::images::TemplateManifest;
+use crate::network::InternetAccess;
+use crate::sandbox::{CreateSandbox, SandboxInfo, SandboxState};
+
+pub fn sandbox_to_wire(info: &SandboxInfo) -> pb::Sandbox {
+    pb::Sandbox {
+        sandbox_id: info.id.to_string(),
+        template: info.template.clone(),
+        state: state_to_wire(info.state) as i32,
+        vcpus: info.vcpus,
+        memory_mb: info.memory_mb,
+        disk_mb: info.disk_mb,
+        metadata: info.metadata.clone().into_iter().collect(),
+        internet: internet_to_wire(info.internet) as i32,
+        created_at_ms: info.created_at_ms,
+        error: info.error.clone().unwrap_or_default(),
+        boot_ms: info.boot_ms,
+    }
+}
+
+fn state_to_wire(state: SandboxState) -> pb::SandboxState {
+    match state {
+        SandboxState::Starting => pb::SandboxState::Starting,
+        SandboxState::Running => pb::SandboxState::Running,
+        SandboxState::Stopping => pb::SandboxState::Stopping,
+        SandboxState::Stopped => pb::SandboxState::Stopped,
+        SandboxState::Error => pb::SandboxState::Error,
+    }
+}
+
+fn internet_to_wire(internet: InternetAccess) -> pb::InternetAccess {
+    match internet {
+        InternetAccess::Allowed => pb::InternetAccess::Allowed,
+        InternetAccess::Blocked => pb::InternetAccess::Blocked,
+    }
+}
+
+pub fn create_from_wire(request: pb::CreateSandboxRequest) -> CreateSandbox {
+    let internet = match pb::InternetAccess::try_from(request.internet) {
+        Ok(pb::InternetAccess::Blocked) => InternetAccess::Blocked,
+        _ => InternetAccess::Allowed,
+    };
+    CreateSandbox {
+        id: Some(request.sandbox_id),
+        template: request.template,
+        vcpus: request.vcpus,
+        memory_mb: request.memory_mb,
+        disk_mb: request.disk_mb,
+        env: request.env.into_iter().collect(),
+        metadata: request.metadata.into_iter().collect(),
+        internet,
+    }
+}
+
+pub fn template_to_wire(manifest: &TemplateManifest) -> pb::Template {
+    pb::Template {
+        name: manifest.name.clone(),
+        rootfs_bytes: manifest.rootfs_bytes,
+        kernel: manifest.kernel.clone(),
+    }
+}

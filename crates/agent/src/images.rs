@@ -1,0 +1,206 @@
+//! Where guest images live on a host and how a template is described on disk.
+//!
+//! ```text
+//! <images_dir>/kernels/vmlinux-<key>             guest kernels, named by their input hash
+//! <images_dir>/templates/<name>/template.json    TemplateManifest
+//! <images_dir>/templates/<name>/rootfs.ext4      read-only base root filesystem
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Path of envd inside every guest root filesystem; the kernel runs it as PID 1.
+pub const GUEST_INIT_PATH: &str = "/usr/sbin/envd";
+
+/// Template every fresh install has.
+pub const DEFAULT_TEMPLATE: &str = "minimal";
+
+const MANIFEST_FILE: &str = "template.json";
+
+/// Description of a bootable template, written by the image builder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateManifest {
+    pub name: String,
+    /// File name under `<images_dir>/kernels/`.
+    pub kernel: String,
+    /// File name of the root filesystem image inside the template directory.
+    pub rootfs: String,
+    /// Size of the root filesystem image in bytes (also its minimum disk size).
+    pub rootfs_bytes: u64,
+    /// Hash of everything the image was built from; a rebuild is skipped when it matches.
+    pub inputs_key: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// Error returned when a template name could escape the templates directory or is malformed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid template name {name:?}: use 1-64 characters from a-z, 0-9, '-', '_' and '.', not starting with '.'")]
+pub struct InvalidTemplateName {
+    pub name: String,
+}
+
+/// Checks a template name before it is ever joined to a path.
+pub fn validate_template_name(name: &str) -> Result<(), InvalidTemplateName> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidTemplateName { name: name.to_owned() })
+    }
+}
+
+/// Errors reading a template from disk.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidTemplateName),
+    #[error("template {name:?} not found")]
+    NotFound { name: String },
+    #[error("read template manifest {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse template manifest {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The image directory of one host.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+/// Everything needed to boot a template, with absolute paths.
+#[derive(Debug, Clone)]
+pub struct ResolvedTemplate {
+    pub manifest: TemplateManifest,
+    pub kernel_path: PathBuf,
+    pub rootfs_path: PathBuf,
+}
+
+impl ImageStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.root.join("kernels")
+    }
+
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join("templates")
+    }
+
+    /// Directory of a template; the name must have been validated.
+    pub fn template_dir(&self, name: &str) -> PathBuf {
+        self.templates_dir().join(name)
+    }
+
+    pub fn manifest_path(&self, name: &str) -> PathBuf {
+        self.template_dir(name).join(MANIFEST_FILE)
+    }
+
+    /// Reads a template's manifest, or `Ok(None)` if it has never been built.
+    pub fn read_manifest(&self, name: &str) -> Result<Option<TemplateManifest>, TemplateError> {
+        validate_template_name(name)?;
+        let path = self.manifest_path(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(TemplateError::Read { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| TemplateError::Parse { path, source })
+    }
+
+    /// Writes a manifest atomically (temp file + rename), so readers never see half of one.
+    pub fn write_manifest(&self, manifest: &TemplateManifest) -> std::io::Result<()> {
+        let dir = self.template_dir(&manifest.name);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, self.manifest_path(&manifest.name))
+    }
+
+    /// Resolves a template to the files a VM boots from.
+    pub fn resolve(&self, name: &str) -> Result<ResolvedTemplate, TemplateError> {
+        let manifest = self
+            .read_manifest(name)?
+            .ok_or_else(|| TemplateError::NotFound { name: name.to_owned() })?;
+        Ok(ResolvedTemplate {
+            kernel_path: self.kernels_dir().join(&manifest.kernel),
+            rootfs_path: self.template_dir(name).join(&manifest.rootfs),
+            manifest,
+        })
+    }
+
+    /// All templates with a readable manifest, sorted by name.
+    pub fn list(&self) -> Vec<TemplateManifest> {
+        let Ok(entries) = std::fs::read_dir(self.templates_dir()) else {
+            return Vec::new();
+        };
+        let mut manifests: Vec<_> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| self.read_manifest(&name).ok().flatten())
+            .collect();
+        manifests.sort_by(|a, b| a.name.cmp(&b.name));
+        manifests
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_names_that_could_escape_are_rejected() {
+        for bad in ["", "..", "../etc", "a/b", "/abs", ".hidden", "UPPER", "sp ace", "a\0b"] {
+            assert!(validate_template_name(bad).is_err(), "{bad:?} should be rejected");
+        }
+        for good in ["minimal", "py-3.11", "team_tpl.v2"] {
+            assert!(validate_template_name(good).is_ok(), "{good:?} should be accepted");
+        }
+        assert!(validate_template_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn manifest_round_trips_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path());
+        assert!(store.read_manifest("minimal").unwrap().is_none());
+        let manifest = TemplateManifest {
+            name: "minimal".into(),
+            kernel: "vmlinux-abc".into(),
+            rootfs: "rootfs.ext4".into(),
+            rootfs_bytes: 42,
+            inputs_key: "k".into(),
+            created_at_ms: 1,
+        };
+        store.write_manifest(&manifest).unwrap();
+        assert_eq!(store.read_manifest("minimal").unwrap(), Some(manifest.clone()));
+        let resolved = store.resolve("minimal").unwrap();
+        assert_eq!(resolved.kernel_path, dir.path().join("kernels/vmlinux-abc"));
+        assert_eq!(store.list(), vec![manifest]);
+        assert!(matches!(store.resolve("nope"), Err(TemplateError::NotFound { .. })));
+    }
+}

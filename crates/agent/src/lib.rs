@@ -1,0 +1,19 @@
+//! The Wrenn host agent library: VMs, network slots, disks and images on one host.
+//! `main.rs` is a thin shell over [`server`], so tests start the real agent in-process.
+
+pub mod accel;
+pub mod command;
+pub mod config;
+pub mod disk;
+pub mod envd_client;
+pub mod error;
+pub mod ids;
+pub mod images;
+pub mod network;
+pub mod reclaim;
+pub mod sandbox;
+pub mod vmm;
+pub mod convert;
+pub mod exec;
+pub mod service;
+pub mod server;

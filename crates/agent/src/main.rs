@@ -1,0 +1,79 @@
+//! wrenn-agent: the host agent daemon. Parses flags, then hands over to `wrenn_agent::server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use wrenn_agent::accel::AcceleratorChoice;
+use wrenn_agent::config::{AgentConfig, SlotNetwork};
+use wrenn_agent::server::Agent;
+
+/// The Wrenn host agent: owns the microVMs on this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address the control plane connects to.
+    #[arg(long, env = "WRENN_AGENT_LISTEN", default_value = "127.0.0.1:7250")]
+    listen: SocketAddr,
+    /// Root for images and sandbox state.
+    #[arg(long, env = "WRENN_DATA_DIR", default_value = "/var/lib/wrenn")]
+    data_dir: PathBuf,
+    /// Kernels and templates (default: <data-dir>/images).
+    #[arg(long, env = "WRENN_IMAGES_DIR")]
+    images_dir: Option<PathBuf>,
+    /// Prefix of every host object this agent creates (netns, veth, nft table).
+    #[arg(long, env = "WRENN_INSTANCE", default_value = "wrenn")]
+    instance: String,
+    /// Block the host side of network slots is carved from (/30 per sandbox).
+    #[arg(long, env = "WRENN_SLOT_NETWORK", default_value = "10.200.0.0/16")]
+    slot_network: SlotNetwork,
+    /// auto, kvm or tcg.
+    #[arg(long, env = "WRENN_ACCELERATOR", default_value = "auto")]
+    accelerator: AcceleratorChoice,
+    /// Seconds a sandbox may take to boot until envd answers.
+    #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
+    ready_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = AgentConfig::new(&args.data_dir);
+    if let Some(images_dir) = args.images_dir {
+        config.images_dir = images_dir;
+    }
+    config.instance = args.instance;
+    config.slot_network = args.slot_network;
+    config.accelerator = args.accelerator;
+    config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
+
+    let agent = Agent::start(config).await.context("start host agent")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "host agent listening");
+    agent
+        .serve(listener, shutdown_signal())
+        .await
+        .context("serve host agent API")?;
+    tracing::info!("host agent stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping every sandbox"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping every sandbox"),
+    }
+}

@@ -1,0 +1,95 @@
+//! Start-up reclaim: after a crash (even `kill -9`) the agent removes what its previous run left
+//! on the host — VMM processes, network slots, sandbox directories — before serving again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::config::AgentConfig;
+use crate::network::{NetworkError, NetworkManager};
+use crate::sandbox::vmm_name_prefix;
+
+/// What reclaim found and removed.
+#[derive(Debug, Default, Clone)]
+pub struct ReclaimReport {
+    pub processes: Vec<u32>,
+    pub netns: Vec<String>,
+    pub links: Vec<String>,
+    pub sandbox_dirs: Vec<String>,
+}
+
+impl ReclaimReport {
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty() && self.netns.is_empty() && self.links.is_empty() && self.sandbox_dirs.is_empty()
+    }
+}
+
+pub async fn reclaim(config: &AgentConfig, network: &NetworkManager) -> Result<ReclaimReport, NetworkError> {
+    let mut report = ReclaimReport {
+        processes: kill_stray_vmms(&vmm_name_prefix(&config.instance)).await,
+        ..Default::default()
+    };
+    let net = network.reclaim_and_init().await?;
+    report.netns = net.netns;
+    report.links = net.links;
+    report.sandbox_dirs = remove_sandbox_dirs(&config.state_dir);
+    if !report.is_empty() {
+        tracing::warn!(?report, "reclaimed leftovers of a previous run");
+    }
+    Ok(report)
+}
+
+/// PIDs of processes whose command line carries `guest=<prefix>…` (our VMM marker).
+pub fn find_vmm_processes(prefix: &str) -> Vec<u32> {
+    let marker = format!("guest={prefix}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg.starts_with(marker.as_bytes()))
+            })
+        })
+        .collect()
+}
+
+async fn kill_stray_vmms(prefix: &str) -> Vec<u32> {
+    let pids = find_vmm_processes(prefix);
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    // They are not our children (their parent died), so wait for init to reap them.
+    for _ in 0..200 {
+        if pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pids
+}
+
+fn remove_sandbox_dirs(state_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("sb-"))
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => Some(name),
+                Err(e) => {
+                    tracing::warn!(dir = name, error = %e, "remove leftover sandbox directory");
+                    None
+                }
+            }
+        })
+        .collect()
+}

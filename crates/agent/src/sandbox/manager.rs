@@ -1,0 +1,311 @@
+//! The registry of sandboxes on this host. It validates requests, reserves capacity and hands
+//! each sandbox to its owner task; it never waits on a busy VM.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::actor::{BootPlan, Command, SandboxActor};
+use super::request::{CreateSandbox, Limits};
+use super::{now_ms, SandboxInfo, SandboxState};
+use crate::accel::Accelerator;
+use crate::config::AgentConfig;
+use crate::envd_client::EnvdClient;
+use crate::error::{error_chain, ApiError};
+use crate::ids::SandboxId;
+use crate::images::{ImageStore, TemplateError, TemplateManifest};
+use crate::network::NetworkManager;
+use crate::reclaim::{self, ReclaimReport};
+use crate::vmm::Vmm;
+
+/// Commands queued per sandbox before callers get a "busy" error.
+const COMMAND_QUEUE: usize = 8;
+/// Memory kept back for the host itself when admitting sandboxes.
+const HOST_RESERVED_MB: u64 = 1024;
+
+/// What every owner task shares: configuration and host-wide services.
+pub(crate) struct HostContext {
+    pub config: AgentConfig,
+    pub accelerator: Accelerator,
+    pub vmm: Arc<dyn Vmm>,
+    pub network: NetworkManager,
+    pub events: broadcast::Sender<SandboxInfo>,
+}
+
+#[derive(Clone)]
+struct SandboxHandle {
+    info: watch::Receiver<SandboxInfo>,
+    commands: mpsc::Sender<Command>,
+    envd: Arc<OnceLock<EnvdClient>>,
+}
+
+/// Host facts reported to the control plane.
+#[derive(Debug, Clone)]
+pub struct HostSummary {
+    pub accelerator: Accelerator,
+    pub vmm: &'static str,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub allocated_memory_mb: u64,
+    pub running_sandboxes: u32,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::InvalidInstance),
+    #[error("create state directory {path}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prepare host networking")]
+    Network(#[from] crate::network::NetworkError),
+}
+
+/// All sandboxes on this host.
+pub struct SandboxManager {
+    ctx: Arc<HostContext>,
+    images: ImageStore,
+    host_memory_mb: u64,
+    sandboxes: Mutex<HashMap<SandboxId, SandboxHandle>>,
+}
+
+impl SandboxManager {
+    /// Prepares the host: picks the accelerator, reclaims what a previous run left behind and
+    /// installs the firewall table.
+    pub async fn start(config: AgentConfig, vmm: Arc<dyn Vmm>) -> Result<(Self, ReclaimReport), StartError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let accelerator = config.accelerator.resolve();
+        tracing::info!(%accelerator, vmm = vmm.kind(), instance = config.instance, "host agent starting");
+        let network = NetworkManager::new(&config.instance, config.slot_network);
+        let report = reclaim::reclaim(&config, &network).await?;
+        let (events, _) = broadcast::channel(1024);
+        let manager = Self {
+            ctx: Arc::new(HostContext {
+                accelerator,
+                vmm,
+                network,
+                events,
+                config: config.clone(),
+            }),
+            images: ImageStore::new(&config.images_dir),
+            host_memory_mb: host_memory_mb(),
+            sandboxes: Mutex::new(HashMap::new()),
+        };
+        Ok((manager, report))
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    pub fn templates(&self) -> Vec<TemplateManifest> {
+        self.images.list()
+    }
+
+    /// Sandbox state changes as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<SandboxInfo> {
+        self.ctx.events.subscribe()
+    }
+
+    /// Boots a sandbox and returns once envd answers (or boot fails).
+    pub async fn create(&self, request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
+        let defaults = &self.ctx.config.defaults;
+        let request = request.validate(Limits {
+            default_vcpus: defaults.vcpus,
+            default_memory_mb: defaults.memory_mb,
+            max_vcpus: defaults.max_vcpus,
+            host_memory_mb: self.host_memory_mb,
+        })?;
+        let template = self.images.resolve(&request.template).map_err(|e| match e {
+            TemplateError::NotFound { .. } | TemplateError::InvalidName(_) => ApiError::NotFound(e.to_string()),
+            other => ApiError::internal(&other),
+        })?;
+        let template_mb = template.manifest.rootfs_bytes.div_ceil(1 << 20) as u32;
+        let disk_mb = match request.disk_mb {
+            0 => template_mb,
+            mb if mb < template_mb => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "disk_mb {mb} is smaller than template {:?} ({template_mb} MiB)",
+                    request.template
+                )))
+            }
+            mb => mb,
+        };
+
+        let info = SandboxInfo {
+            id: request.id.clone(),
+            template: request.template.clone(),
+            state: SandboxState::Starting,
+            vcpus: request.vcpus,
+            memory_mb: request.memory_mb,
+            disk_mb,
+            metadata: request.metadata.clone(),
+            internet: request.internet,
+            created_at_ms: now_ms(),
+            error: None,
+            boot_ms: 0,
+            vmm_pid: None,
+        };
+        let (info_tx, info_rx) = watch::channel(info);
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let envd = Arc::new(OnceLock::new());
+        {
+            let mut sandboxes = self.sandboxes.lock().unwrap();
+            if sandboxes.contains_key(&request.id) {
+                return Err(ApiError::AlreadyExists(format!("sandbox {} already exists", request.id)));
+            }
+            let allocated = allocated_memory_mb(&sandboxes);
+            let capacity = self.host_memory_mb.saturating_sub(HOST_RESERVED_MB);
+            if allocated + u64::from(request.memory_mb) > capacity {
+                return Err(ApiError::ResourceExhausted(format!(
+                    "not enough memory on this host: {allocated} of {capacity} MiB promised, {} MiB asked",
+                    request.memory_mb
+                )));
+            }
+            sandboxes.insert(
+                request.id.clone(),
+                SandboxHandle {
+                    info: info_rx,
+                    commands: commands_tx,
+                    envd: envd.clone(),
+                },
+            );
+        }
+
+        let id = request.id.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let actor = SandboxActor::new(self.ctx.clone(), info_tx);
+        let plan = BootPlan {
+            request,
+            template,
+            disk_mb,
+        };
+        let span = tracing::info_span!("sandbox", sandbox_id = %id);
+        tokio::spawn(tracing::Instrument::instrument(
+            actor.run(plan, commands_rx, ready_tx, envd),
+            span,
+        ));
+        let result = ready_rx
+            .await
+            .unwrap_or_else(|_| Err(ApiError::Internal("sandbox task ended during boot".into())));
+        if result.is_err() {
+            self.sandboxes.lock().unwrap().remove(&id);
+        }
+        result
+    }
+
+    fn handle(&self, id: &str) -> Result<SandboxHandle, ApiError> {
+        let not_found = || ApiError::NotFound(format!("sandbox {id} not found"));
+        let id = SandboxId::parse(id).map_err(|_| not_found())?;
+        self.sandboxes.lock().unwrap().get(&id).cloned().ok_or_else(not_found)
+    }
+
+    pub fn get(&self, id: &str) -> Result<SandboxInfo, ApiError> {
+        Ok(self.handle(id)?.info.borrow().clone())
+    }
+
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        let mut list: Vec<SandboxInfo> = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .map(|handle| handle.info.borrow().clone())
+            .collect();
+        list.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// envd of a running sandbox.
+    pub fn envd(&self, id: &str) -> Result<EnvdClient, ApiError> {
+        let handle = self.handle(id)?;
+        let state = handle.info.borrow().state;
+        match (state, handle.envd.get()) {
+            (SandboxState::Running, Some(envd)) => Ok(envd.clone()),
+            _ => Err(ApiError::FailedPrecondition(format!(
+                "sandbox {id} is {}, not running",
+                state.as_str()
+            ))),
+        }
+    }
+
+    /// Stops the VM and releases everything it held. Returns once it is gone.
+    pub async fn destroy(&self, id: &str) -> Result<(), ApiError> {
+        let handle = self.handle(id)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        match handle.commands.try_send(Command::Destroy { reply: reply_tx }) {
+            Ok(()) => {
+                // The owner replies after teardown; a closed channel means it already ended.
+                let _ = reply_rx.await;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(ApiError::Unavailable(format!(
+                    "sandbox {id} is busy; try again"
+                )))
+            }
+            // The owner task has ended (VMM died or boot failed): nothing left to stop.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        let parsed = SandboxId::parse(id).expect("handle() validated the id");
+        self.sandboxes.lock().unwrap().remove(&parsed);
+        Ok(())
+    }
+
+    /// Destroys every sandbox (agent shutdown) and removes the host firewall table.
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = self.list().into_iter().map(|info| info.id.to_string()).collect();
+        let destroys = ids.iter().map(|id| self.destroy(id));
+        for result in futures::future::join_all(destroys).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %error_chain(&e), "destroy sandbox at shutdown");
+            }
+        }
+        self.ctx.network.remove_host_table().await;
+    }
+
+    pub fn host_summary(&self) -> HostSummary {
+        let sandboxes = self.sandboxes.lock().unwrap();
+        HostSummary {
+            accelerator: self.ctx.accelerator,
+            vmm: self.ctx.vmm.kind(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_mb: self.host_memory_mb,
+            allocated_memory_mb: allocated_memory_mb(&sandboxes),
+            running_sandboxes: sandboxes
+                .values()
+                .filter(|h| h.info.borrow().state == SandboxState::Running)
+                .count() as u32,
+        }
+    }
+}
+
+fn allocated_memory_mb(sandboxes: &HashMap<SandboxId, SandboxHandle>) -> u64 {
+    sandboxes
+        .values()
+        .map(|handle| handle.info.borrow().clone())
+        .filter(|info| matches!(info.state, SandboxState::Starting | SandboxState::Running | SandboxState::Stopping))
+        .map(|info| u64::from(info.memory_mb))
+        .sum()
+}
+
+/// MemTotal from /proc/meminfo, in MiB.
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}

@@ -1,0 +1,64 @@
+//! Sandboxes on this host: what they are (`SandboxInfo`), the task that owns each VM
+//! (`actor`), and the registry the gRPC service talks to (`manager`).
+
+mod actor;
+pub mod manager;
+pub mod request;
+
+use std::collections::BTreeMap;
+
+use crate::ids::SandboxId;
+use crate::network::InternetAccess;
+
+pub use manager::SandboxManager;
+pub use request::CreateSandbox;
+pub(crate) use actor::vmm_name_prefix;
+
+/// Lifecycle state of a sandbox on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    /// The VMM died or boot failed; resources are released. Destroy removes it.
+    Error,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Starting => "starting",
+            SandboxState::Running => "running",
+            SandboxState::Stopping => "stopping",
+            SandboxState::Stopped => "stopped",
+            SandboxState::Error => "error",
+        }
+    }
+}
+
+/// A snapshot of one sandbox, as reported to the control plane.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub id: SandboxId,
+    pub template: String,
+    pub state: SandboxState,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    pub metadata: BTreeMap<String, String>,
+    pub internet: InternetAccess,
+    pub created_at_ms: i64,
+    pub error: Option<String>,
+    /// From the create call to envd answering.
+    pub boot_ms: u64,
+    /// PID of the VMM process while it runs.
+    pub vmm_pid: Option<u32>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

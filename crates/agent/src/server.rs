@@ -1,0 +1,53 @@
+//! Runs the host agent: prepares the host, serves gRPC until told to stop, then destroys every
+//! sandbox it owns. `main` and the tests both start the agent through here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use wrenn_agent_api::v1::host_agent_server::HostAgentServer;
+
+use crate::config::AgentConfig;
+use crate::envd_client::MAX_MESSAGE_BYTES;
+use crate::reclaim::ReclaimReport;
+use crate::sandbox::manager::StartError;
+use crate::sandbox::SandboxManager;
+use crate::service::AgentService;
+use crate::vmm::qemu::QemuVmm;
+
+/// A prepared host, ready to serve.
+pub struct Agent {
+    pub manager: Arc<SandboxManager>,
+    pub reclaimed: ReclaimReport,
+}
+
+impl Agent {
+    /// Prepares the host with the QEMU driver.
+    pub async fn start(config: AgentConfig) -> Result<Self, StartError> {
+        let vmm = Arc::new(QemuVmm::new(config.qemu_binary.clone()));
+        let (manager, reclaimed) = SandboxManager::start(config, vmm).await?;
+        Ok(Self {
+            manager: Arc::new(manager),
+            reclaimed,
+        })
+    }
+
+    /// Serves the HostAgent API on `listener` until `shutdown` resolves, then destroys every
+    /// sandbox and removes the host's firewall table.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let service = HostAgentServer::new(AgentService::new(self.manager.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let result = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        self.manager.shutdown().await;
+        result
+    }
+}

@@ -1,0 +1,111 @@
+//! The virtual machine monitor boundary: what the rest of the agent asks of a VMM, whatever
+//! runs underneath (QEMU now; Firecracker on hosts with hardware KVM later).
+
+pub mod qemu;
+pub mod qmp;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use crate::accel::Accelerator;
+
+/// Everything a VMM needs to boot one guest. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Marker visible in the VMM's command line; start-up reclaim finds strays by it.
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub kernel: PathBuf,
+    /// Kernel command line shared by every VMM (root, init, ip=...).
+    pub kernel_args: String,
+    /// Writable root disk (a qcow2 overlay over the template's read-only base).
+    pub root_disk: PathBuf,
+    pub network: VmNetwork,
+    /// Directory for the VMM's sockets, logs and guest memory file.
+    pub run_dir: PathBuf,
+    pub accelerator: Accelerator,
+}
+
+/// The guest NIC: a TAP device inside the sandbox's network namespace.
+#[derive(Debug, Clone)]
+pub struct VmNetwork {
+    /// Network namespace the VMM process joins, e.g. /run/netns/wrenn-3.
+    pub netns: PathBuf,
+    pub tap: String,
+    pub mac: String,
+}
+
+/// How a VMM process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    /// Exit code, or None when a signal ended it.
+    pub code: Option<i32>,
+    /// Last lines of the guest console and VMM log, for error reports.
+    pub log_tail: String,
+}
+
+/// VMM failures.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("open network namespace {path}")]
+    OpenNetns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create VMM files in {path}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spawn {binary}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("VMM exited during start-up (code {code:?}); last output:\n{log_tail}")]
+    ExitedEarly { code: Option<i32>, log_tail: String },
+    #[error("control the VMM")]
+    Qmp(#[from] qmp::QmpError),
+    #[error("stop VMM process {pid}")]
+    Kill {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A hypervisor driver.
+#[async_trait]
+pub trait Vmm: Send + Sync + 'static {
+    /// "qemu" or "firecracker".
+    fn kind(&self) -> &'static str;
+    /// Starts a VMM process and returns once it accepts control commands.
+    async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
+}
+
+/// One running VMM process.
+#[async_trait]
+pub trait VmInstance: Send + Sync {
+    fn pid(&self) -> Option<u32>;
+    /// Resolves when the VMM process exits, for whatever reason. Cancel-safe.
+    async fn wait_exit(&mut self) -> VmExit;
+    /// Stops the VMM at once and reaps it. The guest gets no chance to shut down.
+    async fn kill(&mut self) -> Result<(), VmmError>;
+}
+
+/// The last `max_lines` lines of a log file, or a note that it could not be read.
+pub(crate) fn tail_of_file(path: &std::path::Path, max_lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(max_lines)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
