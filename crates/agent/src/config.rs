@@ -25,14 +25,7 @@ pub struct AgentConfig {
     pub qemu_img_binary: PathBuf,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
-    pub defaults: SandboxDefaults,
-}
-
-/// Sizes a create request gets when it leaves them at zero, and the largest it may ask for.
-#[derive(Debug, Clone)]
-pub struct SandboxDefaults {
-    pub vcpus: u32,
-    pub memory_mb: u32,
+    /// Most vCPUs one sandbox may have.
     pub max_vcpus: u32,
 }
 
@@ -91,11 +84,7 @@ impl AgentConfig {
             qemu_binary: "qemu-system-x86_64".into(),
             qemu_img_binary: "qemu-img".into(),
             ready_timeout: Duration::from_secs(60),
-            defaults: SandboxDefaults {
-                vcpus: 1,
-                memory_mb: 512,
-                max_vcpus: 8,
-            },
+            max_vcpus: 8,
         }
     }
 

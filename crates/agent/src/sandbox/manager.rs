@@ -118,11 +118,8 @@ impl SandboxManager {
 
     /// Boots a sandbox and returns once envd answers (or boot fails).
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
-        let defaults = &self.ctx.config.defaults;
         let request = request.validate(Limits {
-            default_vcpus: defaults.vcpus,
-            default_memory_mb: defaults.memory_mb,
-            max_vcpus: defaults.max_vcpus,
+            max_vcpus: self.ctx.config.max_vcpus,
             host_memory_mb: self.host_memory_mb,
         })?;
         let template = self.images.resolve(&request.template).map_err(|e| match e {

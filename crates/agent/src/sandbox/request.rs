@@ -14,7 +14,8 @@ const MAX_VALUE_LEN: usize = 8192;
 /// Largest root disk a sandbox may ask for (1 TiB).
 const MAX_DISK_MB: u32 = 1 << 20;
 
-/// A create request as the agent understands it, before defaults are applied.
+/// A create request as the agent understands it. Sizes are explicit: defaults are the
+/// caller's business (control plane, CLI), so a zero is a mistake, not a request for one.
 #[derive(Debug, Clone)]
 pub struct CreateSandbox {
     pub id: Option<String>,
@@ -30,13 +31,11 @@ pub struct CreateSandbox {
 /// Host limits a request is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    pub default_vcpus: u32,
-    pub default_memory_mb: u32,
     pub max_vcpus: u32,
     pub host_memory_mb: u64,
 }
 
-/// A request with defaults applied and every field checked.
+/// A request with every field checked.
 #[derive(Debug, Clone)]
 pub struct ValidCreate {
     pub id: SandboxId,
@@ -58,11 +57,14 @@ impl CreateSandbox {
             Some(id) => SandboxId::parse(id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?,
         };
         validate_template_name(&self.template).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-        let vcpus = if self.vcpus == 0 { limits.default_vcpus } else { self.vcpus };
+        let vcpus = self.vcpus;
+        if vcpus == 0 {
+            return invalid("vcpus must be at least 1".into());
+        }
         if vcpus > limits.max_vcpus {
             return invalid(format!("vcpus {vcpus} is above this host's limit of {}", limits.max_vcpus));
         }
-        let memory_mb = if self.memory_mb == 0 { limits.default_memory_mb } else { self.memory_mb };
+        let memory_mb = self.memory_mb;
         if memory_mb < 64 {
             return invalid(format!("memory_mb {memory_mb} is below the minimum of 64"));
         }
@@ -117,8 +119,6 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
-            default_vcpus: 1,
-            default_memory_mb: 512,
             max_vcpus: 4,
             host_memory_mb: 8192,
         }
@@ -128,8 +128,8 @@ mod tests {
         CreateSandbox {
             id: None,
             template: "minimal".into(),
-            vcpus: 0,
-            memory_mb: 0,
+            vcpus: 1,
+            memory_mb: 512,
             disk_mb: 0,
             env: BTreeMap::new(),
             metadata: BTreeMap::new(),
@@ -138,9 +138,8 @@ mod tests {
     }
 
     #[test]
-    fn defaults_apply_and_an_id_is_generated() {
+    fn an_id_is_generated_when_none_is_given() {
         let valid = request().validate(limits()).unwrap();
-        assert_eq!((valid.vcpus, valid.memory_mb), (1, 512));
         assert!(valid.id.as_str().starts_with("sb-"));
     }
 
@@ -151,6 +150,8 @@ mod tests {
             (CreateSandbox { template: "a/b".into(), ..request() }, "template name"),
             (CreateSandbox { memory_mb: 9000, ..request() }, "memory_mb"),
             (CreateSandbox { memory_mb: 1, ..request() }, "memory_mb"),
+            (CreateSandbox { memory_mb: 0, ..request() }, "memory_mb"),
+            (CreateSandbox { vcpus: 0, ..request() }, "vcpus"),
             (CreateSandbox { vcpus: 5, ..request() }, "vcpus"),
             (CreateSandbox { disk_mb: u32::MAX, ..request() }, "disk_mb"),
             (CreateSandbox { id: Some("sb-../x".into()), ..request() }, "sandbox id"),

@@ -1,0 +1,249 @@
+//! Test harness: a real host agent (in-process, real QEMU VMs, real netns/TAP) on its own
+//! instance name, slot network and state directory, so test binaries run in parallel.
+//!
+//! Needs root, QEMU and the built `minimal` template. Images come from `WRENN_IMAGES_DIR`
+//! (default /var/lib/wrenn/images); `scripts/test` builds them first.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use wrenn_agent::config::AgentConfig;
+use wrenn_agent::server::Agent;
+use wrenn_agent_api::envd;
+use wrenn_agent_api::v1 as pb;
+use wrenn_agent_api::v1::host_agent_client::HostAgentClient;
+
+pub type Client = HostAgentClient<Channel>;
+
+/// Test instances take a lock file each; at most this many agents run at once.
+const MAX_INSTANCES: u32 = 60;
+
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("WRENN_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/wrenn/images"))
+}
+
+/// Boot readiness timeout: generous because tests share two cores under TCG.
+pub fn ready_timeout() -> Duration {
+    let secs = std::env::var("WRENN_TEST_READY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+/// An instance slot reserved through an exclusive lock file, released when dropped.
+pub struct InstanceLease {
+    pub index: u32,
+    _lock: File,
+}
+
+impl InstanceLease {
+    pub fn acquire() -> Self {
+        let dir = PathBuf::from("/run/wrenn-tests");
+        std::fs::create_dir_all(&dir).expect("create /run/wrenn-tests (tests must run as root)");
+        for index in 0..MAX_INSTANCES {
+            let file = File::create(dir.join(format!("{index}.lock"))).unwrap();
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+            if locked {
+                return Self { index, _lock: file };
+            }
+        }
+        panic!("all {MAX_INSTANCES} test agent instances are busy");
+    }
+
+    pub fn instance(&self) -> String {
+        format!("t{}", self.index)
+    }
+
+    pub fn slot_network(&self) -> String {
+        format!("10.250.{}.0/22", self.index * 4)
+    }
+
+    pub fn config(&self, state_dir: &std::path::Path) -> AgentConfig {
+        let mut config = AgentConfig::new(state_dir);
+        config.images_dir = images_dir();
+        config.state_dir = state_dir.join("sandboxes");
+        config.instance = self.instance();
+        config.slot_network = self.slot_network().parse().unwrap();
+        config.ready_timeout = ready_timeout();
+        config
+    }
+}
+
+/// A running in-process agent and a gRPC client connected to it.
+pub struct TestHost {
+    pub client: Client,
+    pub lease: InstanceLease,
+    pub state: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestHost {
+    pub async fn start() -> Self {
+        assert!(
+            images_dir().join("templates/minimal/template.json").exists(),
+            "template 'minimal' is not built in {}: run `scripts/test` or `wrenn image build` first",
+            images_dir().display()
+        );
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("wrenn_agent=debug").try_init();
+        let lease = InstanceLease::acquire();
+        let state = tempfile::tempdir().unwrap();
+        let agent = Agent::start(lease.config(state.path())).await.expect("start agent");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            agent
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let client = HostAgentClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        Self {
+            client,
+            lease,
+            state,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn instance(&self) -> String {
+        self.lease.instance()
+    }
+
+    /// Stops the agent the way SIGTERM does: every sandbox destroyed, host table removed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn create(&mut self) -> pb::Sandbox {
+        self.create_with(create_request()).await
+    }
+
+    pub async fn create_with(&mut self, request: pb::CreateSandboxRequest) -> pb::Sandbox {
+        self.client.create_sandbox(request).await.expect("create sandbox").into_inner()
+    }
+
+    /// Runs `cmd args…` to completion.
+    pub async fn exec(&mut self, sandbox: &str, cmd: &str, args: &[&str]) -> pb::ExecResponse {
+        self.client
+            .exec(pb::ExecRequest {
+                sandbox_id: sandbox.into(),
+                process: Some(spec(cmd, args)),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("exec {cmd} {args:?}: {status}"))
+            .into_inner()
+    }
+
+    /// Runs a shell snippet and returns its stdout, asserting exit code 0.
+    pub async fn sh(&mut self, sandbox: &str, script: &str) -> String {
+        let out = self.exec(sandbox, "sh", &["-c", script]).await;
+        let exit = out.exit.clone().unwrap();
+        assert_eq!(
+            exit.exit_code,
+            0,
+            "{script:?} failed: stderr={:?} exit={exit:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub async fn destroy(&mut self, sandbox: &str) {
+        self.client
+            .destroy_sandbox(pb::DestroySandboxRequest {
+                sandbox_id: sandbox.into(),
+            })
+            .await
+            .expect("destroy sandbox");
+    }
+}
+
+pub fn create_request() -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        template: "minimal".into(),
+        vcpus: 1,
+        memory_mb: 256,
+        internet: pb::InternetAccess::Blocked as i32,
+        ..Default::default()
+    }
+}
+
+pub fn spec(cmd: &str, args: &[&str]) -> envd::ProcessSpec {
+    envd::ProcessSpec {
+        cmd: cmd.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn by_pid(pid: u32) -> Option<envd::ProcessSelector> {
+    Some(envd::ProcessSelector {
+        selector: Some(envd::process_selector::Selector::Pid(pid)),
+    })
+}
+
+/// Collects a process event stream until exit: (stdout, stderr, pty, exit).
+pub async fn collect(
+    mut stream: tonic::Streaming<envd::ProcessEvent>,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>, envd::process_event::Exited) {
+    use envd::process_event::Event;
+    let (mut out, mut err, mut pty) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(event) = stream.next().await {
+        match event.expect("process stream").event {
+            Some(Event::Stdout(d)) => out.extend(d),
+            Some(Event::Stderr(d)) => err.extend(d),
+            Some(Event::Pty(d)) => pty.extend(d),
+            Some(Event::Exited(exit)) => return (out, err, pty, exit),
+            _ => {}
+        }
+    }
+    panic!("stream ended without an exit event");
+}
+
+/// Host objects belonging to a test instance: (netns, links, VMM pids).
+pub fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
+    let list = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let prefix = format!("{instance}-");
+    let netns = list(&["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    let links = list(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{instance}."));
+    (netns, links, pids)
+}

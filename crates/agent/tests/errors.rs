@@ -1,0 +1,57 @@
+//! Bad input to the agent gets a clear gRPC status, never a panic or a leak.
+
+mod common;
+
+use common::{create_request, host_objects, TestHost};
+use tonic::Code;
+use wrenn_agent_api::v1 as pb;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_create_requests_are_rejected_before_touching_the_host() {
+    let mut host = TestHost::start().await;
+    let cases: Vec<(pb::CreateSandboxRequest, Code, &str)> = vec![
+        (pb::CreateSandboxRequest { template: "../etc".into(), ..create_request() }, Code::InvalidArgument, "template"),
+        (pb::CreateSandboxRequest { template: "a/b".into(), ..create_request() }, Code::InvalidArgument, "template"),
+        (pb::CreateSandboxRequest { template: "/abs".into(), ..create_request() }, Code::InvalidArgument, "template"),
+        (pb::CreateSandboxRequest { template: "nope".into(), ..create_request() }, Code::NotFound, "nope"),
+        (pb::CreateSandboxRequest { memory_mb: 0, ..create_request() }, Code::InvalidArgument, "memory_mb"),
+        (pb::CreateSandboxRequest { memory_mb: 10_000_000, ..create_request() }, Code::InvalidArgument, "memory_mb"),
+        (pb::CreateSandboxRequest { vcpus: 0, ..create_request() }, Code::InvalidArgument, "vcpus"),
+        (pb::CreateSandboxRequest { vcpus: 1000, ..create_request() }, Code::InvalidArgument, "vcpus"),
+        (pb::CreateSandboxRequest { disk_mb: 1, ..create_request() }, Code::InvalidArgument, "disk_mb"),
+        (pb::CreateSandboxRequest { sandbox_id: "sb-../../x".into(), ..create_request() }, Code::InvalidArgument, "sandbox id"),
+    ];
+    for (request, code, needle) in cases {
+        let status = host.client.create_sandbox(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), code, "{request:?}: {status}");
+        assert!(status.message().contains(needle), "{status} should mention {needle}");
+    }
+    let (netns, links, pids) = host_objects(&host.instance());
+    assert!(netns.is_empty() && links.is_empty() && pids.is_empty());
+
+    // Unknown sandboxes and malformed ids: NotFound everywhere.
+    for id in ["sb-unknown", "not-an-id", "", "sb-../x"] {
+        let status = host
+            .client
+            .get_sandbox(pb::GetSandboxRequest { sandbox_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{id:?}");
+        let status = host
+            .client
+            .destroy_sandbox(pb::DestroySandboxRequest { sandbox_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{id:?}");
+    }
+
+    // A duplicate id is refused while the first one lives.
+    let request = pb::CreateSandboxRequest {
+        sandbox_id: "sb-duplicate1".into(),
+        ..create_request()
+    };
+    host.create_with(request.clone()).await;
+    let status = host.client.create_sandbox(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    host.stop().await;
+}
