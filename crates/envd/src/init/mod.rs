@@ -1,0 +1,66 @@
+//! Duties of envd as the guest's PID 1: mounting the API filesystems, naming the host,
+//! growing the root filesystem, and powering the VM off.
+//!
+//! Run as an ordinary process (tests, development) envd skips all of that and only becomes a
+//! child subreaper so orphans of the processes it starts still come back to its reaper.
+
+mod loopback;
+mod mounts;
+pub mod power;
+mod resize;
+
+pub use power::Power;
+
+/// Hostname set at boot; Init may change it.
+const BOOT_HOSTNAME: &str = "sandbox";
+
+/// How envd was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// PID 1 of the guest.
+    Init,
+    /// An ordinary process on some host.
+    Hosted,
+}
+
+impl RunMode {
+    pub fn detect() -> Self {
+        if nix::unistd::getpid().as_raw() == 1 {
+            RunMode::Init
+        } else {
+            RunMode::Hosted
+        }
+    }
+}
+
+/// Prepares the process environment for `mode`. Failures are logged, never fatal: a guest
+/// with a missing mount is still more useful than one without an agent.
+pub fn prepare(mode: RunMode) {
+    match mode {
+        RunMode::Init => {
+            mounts::mount_api_filesystems();
+            if let Err(error) = nix::unistd::sethostname(BOOT_HOSTNAME) {
+                tracing::warn!(%error, "set boot hostname");
+            }
+            if let Err(error) = loopback::bring_up() {
+                tracing::warn!(error = %crate::report::error_chain(&error), "bring up loopback interface");
+            }
+        }
+        RunMode::Hosted => {
+            if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+                tracing::warn!(%error, "become child subreaper");
+            }
+        }
+    }
+}
+
+/// Grows the root filesystem in the background (PID 1 only); it does not delay serving.
+pub fn grow_root_filesystem(mode: RunMode) {
+    if mode == RunMode::Init {
+        tokio::task::spawn_blocking(|| {
+            if let Err(error) = resize::grow_root() {
+                tracing::warn!(error = %crate::report::error_chain(&error), "grow root filesystem");
+            }
+        });
+    }
+}

@@ -1,0 +1,38 @@
+//! envd entry point: arguments, logging, runtime; everything else is in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use envd::cli::Cli;
+use envd::init::RunMode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let mode = RunMode::detect();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(envd::run(cli, mode)).map_err(Into::into));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "envd failed");
+            if mode == RunMode::Init {
+                // PID 1 must not just exit; take the VM down cleanly instead.
+                envd::init::power::halt();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The tonic service implementations. They convert between wire and domain types and
+//! delegate; the work happens in `process`, `files` and `init`.
+
+mod envd;
+mod files;
+mod process;
+
+pub use envd::EnvdService;
+pub use files::FilesystemService;
+pub use process::ProcessService;
+
+use crate::report::error_chain;
+
+/// An internal error as a status, with its whole chain as the message.
+fn internal(error: &dyn std::error::Error) -> tonic::Status {
+    tonic::Status::internal(error_chain(error))
+}
+
+/// The status for an I/O failure, chosen by its kind.
+fn io_status(kind: std::io::ErrorKind, message: String) -> tonic::Status {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::NotFound => tonic::Status::not_found(message),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            tonic::Status::permission_denied(message)
+        }
+        ErrorKind::AlreadyExists | ErrorKind::DirectoryNotEmpty => {
+            tonic::Status::already_exists(message)
+        }
+        ErrorKind::InvalidInput
+        | ErrorKind::InvalidFilename
+        | ErrorKind::NotADirectory
+        | ErrorKind::IsADirectory => tonic::Status::invalid_argument(message),
+        _ => tonic::Status::internal(message),
+    }
+}
