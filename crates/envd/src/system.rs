@@ -6,8 +6,8 @@
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
-use nix::time::{clock_gettime, clock_settime, ClockId};
 use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, clock_settime, ClockId};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 

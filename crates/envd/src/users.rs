@@ -115,8 +115,7 @@ impl UserDb {
     pub fn group_ids_of(&self, user: &User) -> Vec<u32> {
         let mut gids = vec![user.gid];
         for group in &self.groups {
-            if group.members.iter().any(|member| *member == user.name) && !gids.contains(&group.gid)
-            {
+            if group.members.contains(&user.name) && !gids.contains(&group.gid) {
                 gids.push(group.gid);
             }
         }

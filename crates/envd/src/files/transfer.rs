@@ -145,7 +145,9 @@ impl AtomicWrite {
     /// Flushes, sets owner and mode, and renames the data over the target.
     pub async fn commit(mut self) -> Result<Entry, FsError> {
         let mut file = self.file.take().ok_or_else(|| closed(&self.temp))?;
-        file.flush().await.map_err(FsError::io("write", &self.temp))?;
+        file.flush()
+            .await
+            .map_err(FsError::io("write", &self.temp))?;
         let std_file = file.into_std().await;
         let temp = self.temp.clone();
         let (uid, gid, mode) = (self.owner.uid, self.owner.gid, self.mode);

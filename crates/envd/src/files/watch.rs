@@ -80,10 +80,7 @@ pub fn watch(path: &Path, mode: WatchMode) -> Result<mpsc::Receiver<Change>, FsE
     Ok(receiver)
 }
 
-async fn translate(
-    mut raw: mpsc::Receiver<notify::Result<Event>>,
-    changes: mpsc::Sender<Change>,
-) {
+async fn translate(mut raw: mpsc::Receiver<notify::Result<Event>>, changes: mpsc::Sender<Change>) {
     let mut pairing = RenamePairing::default();
     loop {
         let deadline = pairing.deadline();
@@ -237,7 +234,10 @@ mod tests {
         let mut pairing = RenamePairing::default();
         let now = Instant::now();
         let cases = [
-            (EventKind::Create(CreateKind::File), Some(ChangeKind::Create)),
+            (
+                EventKind::Create(CreateKind::File),
+                Some(ChangeKind::Create),
+            ),
             (
                 EventKind::Modify(ModifyKind::Data(DataChange::Any)),
                 Some(ChangeKind::Write),
@@ -246,11 +246,11 @@ mod tests {
                 EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
                 Some(ChangeKind::Chmod),
             ),
-            (EventKind::Remove(RemoveKind::File), Some(ChangeKind::Remove)),
             (
-                EventKind::Access(notify::event::AccessKind::Any),
-                None,
+                EventKind::Remove(RemoveKind::File),
+                Some(ChangeKind::Remove),
             ),
+            (EventKind::Access(notify::event::AccessKind::Any), None),
         ];
         for (kind, expected) in cases {
             let out = pairing.push(event(kind, &["/w/a"], None), now);
@@ -298,7 +298,10 @@ mod tests {
         );
         pairing.push(event(name(RenameMode::From), &["/w/x"], Some(3)), now);
         assert_eq!(
-            pairing.push(event(EventKind::Create(CreateKind::File), &["/w/y"], None), now),
+            pairing.push(
+                event(EventKind::Create(CreateKind::File), &["/w/y"], None),
+                now
+            ),
             [
                 change(ChangeKind::Rename, "/w/x", Some("/w/x")),
                 change(ChangeKind::Create, "/w/y", None)

@@ -60,9 +60,7 @@ fn mount_table() -> Vec<MountSpec> {
             fstype: "devpts",
             target: "/dev/pts",
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            data: Some(format!(
-                "newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}"
-            )),
+            data: Some(format!("newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}")),
         },
         MountSpec {
             fstype: "tmpfs",

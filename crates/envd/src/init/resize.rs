@@ -73,12 +73,10 @@ pub fn grow_root() -> Result<(), ResizeError> {
     let root = File::open("/").map_err(ResizeError::OpenRoot)?;
     // SAFETY: the ioctl reads one u64 from a pointer valid for the call, on an fd of the
     // filesystem to resize.
-    unsafe { ext4_resize_fs(root.as_raw_fd(), &target) }.map_err(|source| {
-        ResizeError::Resize {
-            from: geometry.blocks,
-            to: target,
-            source,
-        }
+    unsafe { ext4_resize_fs(root.as_raw_fd(), &target) }.map_err(|source| ResizeError::Resize {
+        from: geometry.blocks,
+        to: target,
+        source,
     })?;
     tracing::info!(
         from_blocks = geometry.blocks,
@@ -137,7 +135,10 @@ mod tests {
     fn parses_superblocks() {
         let cases = [
             (superblock(131_072, 2, 0), Some((131_072, 4096))),
-            (superblock(5 << 32 | 7, 2, INCOMPAT_64BIT), Some((5 << 32 | 7, 4096))),
+            (
+                superblock(5 << 32 | 7, 2, INCOMPAT_64BIT),
+                Some((5 << 32 | 7, 4096)),
+            ),
             (superblock(5 << 32 | 7, 0, 0), Some((7, 1024))),
             ([0u8; SUPERBLOCK_LEN], None),
         ];

@@ -178,7 +178,6 @@ mod tests {
         assert_eq!(get("PATH"), Some(DEFAULT_PATH));
         assert_eq!(get("TERM"), None);
 
-        let mut spec = spec;
         spec.pty = Some(PtySize { cols: 80, rows: 24 });
         let env = environment(&user, &sandbox, &spec);
         assert_eq!(env.get("TERM").map(String::as_str), Some("xterm-256color"));
@@ -224,7 +223,11 @@ mod tests {
         let mut nobody = spec("sh");
         nobody.user = Some("nobody".to_owned());
         let launch = Launch::resolve(&nobody, &db, &env).unwrap();
-        assert_eq!(launch.cwd, PathBuf::from("/"), "missing home falls back to /");
+        assert_eq!(
+            launch.cwd,
+            PathBuf::from("/"),
+            "missing home falls back to /"
+        );
         assert_eq!(launch.credentials.groups, [65534, 42]);
 
         let mut missing = spec("sh");

@@ -181,7 +181,8 @@ impl Processes {
 
     /// Sends `signal` to the process's whole process group.
     pub fn signal(&self, selector: &Selector, signal: i32) -> Result<(), ProcessError> {
-        let signal = Signal::try_from(signal).map_err(|_| ProcessError::InvalidSignal { signal })?;
+        let signal =
+            Signal::try_from(signal).map_err(|_| ProcessError::InvalidSignal { signal })?;
         let entry = self.find_running(selector)?;
         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(entry.pid as i32), signal).map_err(
             |source| ProcessError::Signal {

@@ -125,7 +125,9 @@ impl OutputLog {
         for (id, sender) in senders {
             if sender.send(event.clone()).await.is_err() {
                 // The subscriber's stream was dropped.
-                self.lock().subscribers.retain(|subscriber| subscriber.id != id);
+                self.lock()
+                    .subscribers
+                    .retain(|subscriber| subscriber.id != id);
             }
         }
     }

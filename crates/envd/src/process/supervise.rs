@@ -70,13 +70,7 @@ pub async fn supervise(supervision: Supervision) {
     let (stop_readers, stop_signal) = watch::channel(false);
     let readers: Vec<_> = outputs
         .into_iter()
-        .map(|source| {
-            tokio::spawn(pump_output(
-                source,
-                Arc::clone(&entry),
-                stop_signal.clone(),
-            ))
-        })
+        .map(|source| tokio::spawn(pump_output(source, Arc::clone(&entry), stop_signal.clone())))
         .collect();
 
     let mut timed_out = false;
@@ -163,7 +157,11 @@ fn exit_info(
     let (exit_code, signal, error) = match status {
         Ok(ExitStatus::Code(code)) => (code, 0, None),
         Ok(ExitStatus::Signal(signal)) => (-1, signal, None),
-        Err(_) => (-1, 0, Some("lost track of the process's exit status".to_owned())),
+        Err(_) => (
+            -1,
+            0,
+            Some("lost track of the process's exit status".to_owned()),
+        ),
     };
     ExitInfo {
         exit_code,

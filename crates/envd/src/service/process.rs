@@ -130,9 +130,7 @@ impl Process for ProcessService {
         let after = after_input(&first);
         let selector = selector_from_wire(first.process)?;
         let processes = &self.state.processes;
-        processes
-            .send_input(&selector, &first.data, after)
-            .await?;
+        processes.send_input(&selector, &first.data, after).await?;
         while let Some(message) = stream.message().await? {
             let after = after_input(&message);
             if let Some(other) = message.process {

@@ -1,0 +1,181 @@
+//! Envd service and authentication against a real envd: Health, Init and token rotation,
+//! and the UNAUTHENTICATED cases; Shutdown in hosted mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spec, Bearer, Envd, TOKEN};
+use tonic::Code;
+use wrenn_envd_api::v1::{
+    HealthRequest, InitRequest, ListRequest, ShutdownRequest, StartRequest, StatRequest,
+};
+
+fn init(token: &str) -> InitRequest {
+    InitRequest {
+        access_token: token.to_owned(),
+        ..InitRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    let envd = Envd::spawn().await;
+    let health = envd
+        .envd_with(Bearer::none())
+        .health(HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
+    assert!(!health.initialized);
+    assert!(health.uptime_seconds >= 0.0);
+
+    envd.envd_with(Bearer::none())
+        .init(init(TOKEN))
+        .await
+        .unwrap();
+    let health = envd
+        .envd_with(Bearer::new("wrong"))
+        .health(HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(health.initialized);
+}
+
+#[tokio::test]
+async fn everything_but_health_and_init_waits_for_init() {
+    let envd = Envd::spawn().await;
+    let statuses = [
+        envd.process_with(Bearer::new(TOKEN))
+            .list(ListRequest {})
+            .await
+            .map(drop),
+        envd.files_with(Bearer::none())
+            .stat(StatRequest {
+                path: "/".to_owned(),
+            })
+            .await
+            .map(drop),
+        envd.envd_with(Bearer::new(TOKEN))
+            .shutdown(ShutdownRequest {})
+            .await
+            .map(drop),
+    ];
+    for status in statuses {
+        let status = status.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+        assert_eq!(status.message(), "envd is not initialized");
+    }
+}
+
+#[tokio::test]
+async fn calls_need_the_right_token() {
+    let envd = Envd::initialized().await;
+    for bearer in [Bearer::none(), Bearer::new("wrong"), Bearer::new("")] {
+        let status = envd
+            .process_with(bearer.clone())
+            .list(ListRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+        let status = envd
+            .process_with(bearer.clone())
+            .start(StartRequest {
+                process: Some(spec("true", &[])),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+        let status = envd
+            .files_with(bearer)
+            .stat(StatRequest {
+                path: "/".to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    }
+    envd.process().list(ListRequest {}).await.unwrap();
+    envd.files()
+        .stat(StatRequest {
+            path: "/".to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rotating_the_token_needs_the_old_one() {
+    let envd = Envd::initialized().await;
+    for bearer in [Bearer::none(), Bearer::new("wrong")] {
+        let status = envd
+            .envd_with(bearer)
+            .init(init("stolen"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    }
+    envd.envd_with(Bearer::new(TOKEN))
+        .init(init("rotated"))
+        .await
+        .unwrap();
+    let status = envd
+        .process_with(Bearer::new(TOKEN))
+        .list(ListRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    envd.process_with(Bearer::new("rotated"))
+        .list(ListRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn init_validates_and_credits_entropy() {
+    let envd = Envd::spawn().await;
+    let status = envd
+        .envd_with(Bearer::none())
+        .init(init(""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    let response = envd
+        .envd_with(Bearer::none())
+        .init(InitRequest {
+            access_token: TOKEN.to_owned(),
+            entropy: (0..64u8).collect(),
+            ..InitRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn shutdown_stops_processes_and_exits() {
+    let mut envd = Envd::initialized().await;
+    let stream = envd.start(spec("sleep", &["30"])).await.unwrap();
+    let mut stream = stream;
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(wrenn_envd_api::v1::process_event::Event::Started(started)) = first.event else {
+        panic!("expected Started, got {first:?}");
+    };
+
+    envd.envd().shutdown(ShutdownRequest {}).await.unwrap();
+    let status = envd
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("envd exits after Shutdown");
+    assert!(status.success(), "{status}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", started.pid)).exists(),
+        "sleep survived shutdown"
+    );
+}
