@@ -10,15 +10,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mode = RunMode::detect();
+    // As PID 1 stderr is the serial console, which the host keeps as a plain log file.
+    let colors = mode == RunMode::Hosted && std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colors)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
 
-    let mode = RunMode::detect();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

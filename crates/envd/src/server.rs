@@ -1,6 +1,7 @@
 //! The gRPC server: the three services, the auth interceptor, and the listener.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -17,6 +18,8 @@ use crate::state::State;
 
 /// Largest message accepted: file chunks and stdin data can be big.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,11 +35,19 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) -> Result<(), Serve
     let filesystem = FilesystemServer::new(FilesystemService)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        stream.inspect(|stream| {
+    let incoming = TcpListenerStream::new(listener).then(|accepted| async move {
+        match &accepted {
             // Interactive PTY traffic is many tiny writes.
-            let _ = stream.set_nodelay(true);
-        })
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+            }
+            // tonic skips failed accepts; pausing keeps e.g. EMFILE from spinning the loop.
+            Err(error) => {
+                tracing::warn!(%error, "accept connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+        accepted
     });
     Server::builder()
         .add_service(EnvdServer::new(EnvdService::new(state)))

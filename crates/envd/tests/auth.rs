@@ -1,5 +1,6 @@
 //! Envd service and authentication against a real envd: Health, Init and token rotation,
-//! and the UNAUTHENTICATED cases; Shutdown in hosted mode.
+//! the UNAUTHENTICATED cases, and Shutdown / SIGTERM in hosted mode (the PID 1 variant powers
+//! the machine off, which only a VM can show).
 
 mod common;
 
@@ -155,11 +156,9 @@ async fn init_validates_and_credits_entropy() {
     assert_eq!(response.version, env!("CARGO_PKG_VERSION"));
 }
 
-#[tokio::test]
-async fn shutdown_stops_processes_and_exits() {
-    let mut envd = Envd::initialized().await;
-    let stream = envd.start(spec("sleep", &["30"])).await.unwrap();
-    let mut stream = stream;
+/// Starts `sleep 30` and returns its pid.
+async fn start_sleeper(envd: &Envd) -> u32 {
+    let mut stream = envd.start(spec("sleep", &["30"])).await.unwrap();
     let first = futures::StreamExt::next(&mut stream)
         .await
         .unwrap()
@@ -167,15 +166,37 @@ async fn shutdown_stops_processes_and_exits() {
     let Some(wrenn_envd_api::v1::process_event::Event::Started(started)) = first.event else {
         panic!("expected Started, got {first:?}");
     };
+    started.pid
+}
 
-    envd.envd().shutdown(ShutdownRequest {}).await.unwrap();
+async fn assert_exits_and_stops(mut envd: Envd, sleeper: u32) {
     let status = envd
         .wait_exit(Duration::from_secs(10))
         .await
-        .expect("envd exits after Shutdown");
+        .expect("envd exits");
     assert!(status.success(), "{status}");
     assert!(
-        !std::path::Path::new(&format!("/proc/{}", started.pid)).exists(),
+        !std::path::Path::new(&format!("/proc/{sleeper}")).exists(),
         "sleep survived shutdown"
     );
+}
+
+#[tokio::test]
+async fn shutdown_stops_processes_and_exits() {
+    let envd = Envd::initialized().await;
+    let sleeper = start_sleeper(&envd).await;
+    envd.envd().shutdown(ShutdownRequest {}).await.unwrap();
+    assert_exits_and_stops(envd, sleeper).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_processes_and_exits() {
+    let envd = Envd::initialized().await;
+    let sleeper = start_sleeper(&envd).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(envd.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_exits_and_stops(envd, sleeper).await;
 }

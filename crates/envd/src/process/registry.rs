@@ -98,14 +98,17 @@ impl Registry {
     }
 
     /// Moves a process from running to the exited history.
-    pub fn finish(&self, pid: u32) {
+    pub fn finish(&self, entry: &Arc<ProcessEntry>) {
         let mut guard = self.lock();
         let table = &mut guard.table;
-        if let Some(entry) = table.running.remove(&pid) {
-            table.exited.push_back(entry);
-            while table.exited.len() > EXITED_KEPT {
-                table.exited.pop_front();
-            }
+        // The pid may already belong to a newer process; only move this very entry.
+        if table
+            .running
+            .get(&entry.pid)
+            .is_some_and(|running| Arc::ptr_eq(running, entry))
+        {
+            table.running.remove(&entry.pid);
+            table.retire(Arc::clone(entry));
         }
     }
 
@@ -153,6 +156,18 @@ impl RegistryGuard<'_> {
     }
 
     pub fn insert(&mut self, entry: Arc<ProcessEntry>) {
-        self.table.running.insert(entry.pid, entry);
+        // A reaped process whose supervisor has not finished yet may still hold the pid.
+        if let Some(previous) = self.table.running.insert(entry.pid, entry) {
+            self.table.retire(previous);
+        }
+    }
+}
+
+impl Table {
+    fn retire(&mut self, entry: Arc<ProcessEntry>) {
+        self.exited.push_back(entry);
+        while self.exited.len() > EXITED_KEPT {
+            self.exited.pop_front();
+        }
     }
 }

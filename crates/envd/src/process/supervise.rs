@@ -111,7 +111,7 @@ pub async fn supervise(supervision: Supervision) {
     );
     entry.set_exit(info.clone());
     entry.output.finish(Event::Exited(info)).await;
-    registry.finish(pid);
+    registry.finish(&entry);
 }
 
 /// Copies one fd's output into the log until end of file, or until told to stop once it has
