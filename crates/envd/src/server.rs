@@ -50,6 +50,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) -> Result<(), Serve
         accepted
     });
     Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_service(EnvdServer::new(EnvdService::new(state)))
         .add_service(InterceptedService::new(process, interceptor.clone()))
         .add_service(InterceptedService::new(filesystem, interceptor))

@@ -434,3 +434,17 @@ async fn unknown_processes_are_not_found() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
 }
+
+#[tokio::test]
+async fn pty_output_of_a_quick_process_is_complete() {
+    let envd = Envd::initialized().await;
+    for _ in 0..5 {
+        let mut process = sh("seq 1 2000; echo quick-done");
+        process.pty = Some(PtySize { cols: 80, rows: 24 });
+        let output = envd.run(process).await;
+        let text = String::from_utf8_lossy(&output.pty);
+        assert!(text.ends_with("2000\r\nquick-done\r\n"), "{text:?}");
+        assert!(output.stdout.is_empty() && output.stderr.is_empty());
+        assert_eq!(output.exit().exit_code, 0);
+    }
+}

@@ -171,3 +171,58 @@ impl Table {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, tag: &str) -> Arc<ProcessEntry> {
+        let spec = Spec {
+            cmd: "true".to_owned(),
+            tag: Some(tag.to_owned()),
+            ..Spec::default()
+        };
+        Arc::new(ProcessEntry::new(pid, spec, Input::None))
+    }
+
+    #[test]
+    fn finds_running_before_exited_and_caps_history() {
+        let registry = Registry::default();
+        let first = entry(10, "job");
+        registry.lock().insert(Arc::clone(&first));
+        assert!(registry.lock().tag_in_use("job"));
+        registry.finish(&first);
+        assert!(!registry.lock().tag_in_use("job"));
+
+        let second = entry(11, "job");
+        registry.lock().insert(Arc::clone(&second));
+        let found = registry.find(&Selector::Tag("job".to_owned())).unwrap();
+        assert!(Arc::ptr_eq(&found, &second), "running wins over exited");
+        registry.finish(&second);
+        let found = registry.find(&Selector::Tag("job".to_owned())).unwrap();
+        assert!(Arc::ptr_eq(&found, &second), "most recent exited wins");
+
+        for pid in 100..100 + EXITED_KEPT as u32 {
+            let old = entry(pid, "filler");
+            registry.lock().insert(Arc::clone(&old));
+            registry.finish(&old);
+        }
+        assert_eq!(registry.all().len(), EXITED_KEPT);
+        assert!(registry.find(&Selector::Pid(10)).is_none());
+    }
+
+    #[test]
+    fn a_reused_pid_does_not_retire_the_new_process() {
+        let registry = Registry::default();
+        let old = entry(7, "old");
+        let new = entry(7, "new");
+        registry.lock().insert(Arc::clone(&old));
+        registry.lock().insert(Arc::clone(&new));
+        // The old supervisor finishing late must not touch the new process.
+        registry.finish(&old);
+        let running = registry.running();
+        assert_eq!(running.len(), 1);
+        assert!(Arc::ptr_eq(&running[0], &new));
+        assert!(registry.find(&Selector::Tag("old".to_owned())).is_some());
+    }
+}

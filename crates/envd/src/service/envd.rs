@@ -34,7 +34,7 @@ impl From<SystemError> for Status {
             {
                 Status::permission_denied(message)
             }
-            _ => Status::internal(message),
+            _ => super::internal_message(message),
         }
     }
 }

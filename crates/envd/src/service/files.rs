@@ -44,7 +44,7 @@ impl From<FsError> for Status {
             FsError::Watch { source, .. } => match &source.kind {
                 notify::ErrorKind::PathNotFound => Status::not_found(message),
                 notify::ErrorKind::Io(io) => super::io_status(io.kind(), message),
-                _ => Status::internal(message),
+                _ => super::internal_message(message),
             },
         }
     }

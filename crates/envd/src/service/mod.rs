@@ -16,7 +16,13 @@ use crate::report::error_chain;
 
 /// An internal error as a status, with its whole chain as the message.
 fn internal(error: &dyn std::error::Error) -> tonic::Status {
-    tonic::Status::internal(error_chain(error))
+    internal_message(error_chain(error))
+}
+
+/// Internal errors are unexpected, so they are also logged here, where they are handled.
+fn internal_message(message: String) -> tonic::Status {
+    tracing::warn!(error = %message, "request failed");
+    tonic::Status::internal(message)
 }
 
 /// The status for an I/O failure, chosen by its kind.
@@ -34,6 +40,6 @@ fn io_status(kind: std::io::ErrorKind, message: String) -> tonic::Status {
         | ErrorKind::InvalidFilename
         | ErrorKind::NotADirectory
         | ErrorKind::IsADirectory => tonic::Status::invalid_argument(message),
-        _ => tonic::Status::internal(message),
+        _ => internal_message(message),
     }
 }

@@ -62,7 +62,7 @@ impl From<ProcessError> for Status {
             ProcessError::OpenPty(_)
             | ProcessError::WriteInput { .. }
             | ProcessError::Signal { .. }
-            | ProcessError::Resize { .. } => Status::internal(message),
+            | ProcessError::Resize { .. } => super::internal_message(message),
         }
     }
 }
