@@ -8,6 +8,7 @@ pub mod disk;
 pub mod envd_client;
 pub mod error;
 pub mod ids;
+pub mod image_build;
 pub mod images;
 pub mod network;
 pub mod reclaim;

@@ -1,0 +1,257 @@
+//! The template step: stage a copy of the cached Debian tree, customize it, pack it as ext4 and
+//! install it with its manifest.
+//!
+//! ```text
+//! <cache>/staging/<template>/                 scratch copy, removed after packing
+//! <images>/templates/<template>/rootfs.ext4   read-only (0444) output
+//! <images>/templates/<template>/template.json manifest, written last
+//! ```
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::cmd::{self, CommandError};
+use super::disk_usage::{self, UsageError};
+use super::ext4::{self, Ext4Error, Superblock};
+use super::guest_files::{self, GuestFilesError, SANDBOX_USER};
+use super::inputs_key::KeyHasher;
+use super::progress::BuildProgress;
+use super::recipe::TemplateRecipe;
+use super::scratch::{self, ScratchError};
+use super::trim::{self, TrimError};
+use crate::images::{ImageStore, TemplateManifest};
+
+/// Bumped when staging changes (trim list, user, identity files), so templates are rebuilt.
+const TEMPLATE_BUILDER_VERSION: &str = "1";
+
+/// File name of the root filesystem inside the template directory.
+pub const ROOTFS_FILE: &str = "rootfs.ext4";
+
+/// Errors building a template image.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("clear staging directory {path}")]
+    Scratch {
+        path: PathBuf,
+        #[source]
+        source: ScratchError,
+    },
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copy the cached tree to staging")]
+    Copy(#[source] CommandError),
+    #[error("trim the staged tree")]
+    Trim(#[source] TrimError),
+    #[error("customize the staged tree")]
+    Customize(#[source] GuestFilesError),
+    #[error("measure the staged tree")]
+    Measure(#[source] UsageError),
+    #[error("pack the staged tree into {path}")]
+    Pack {
+        path: PathBuf,
+        #[source]
+        source: Ext4Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+    let path = path.to_owned();
+    move |source| RootfsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Everything that decides a template's contents.
+#[derive(Debug, Clone)]
+pub struct TemplateInputs<'a> {
+    pub recipe: &'a TemplateRecipe,
+    pub tree_key: &'a str,
+    pub envd_sha256: &'a str,
+    pub kernel_key: &'a str,
+    /// Kernel file name under `<images>/kernels/`.
+    pub kernel_file: &'a str,
+}
+
+/// The manifest's `inputs_key`: tree key, envd hash, kernel key and the staging version.
+pub fn inputs_key(inputs: &TemplateInputs<'_>) -> String {
+    KeyHasher::new("wrenn-template")
+        .field("builder", TEMPLATE_BUILDER_VERSION.as_bytes())
+        .field("name", inputs.recipe.name.as_bytes())
+        .field("tree", inputs.tree_key.as_bytes())
+        .field("envd", inputs.envd_sha256.as_bytes())
+        .field("kernel", inputs.kernel_key.as_bytes())
+        .finish()
+}
+
+/// The installed template if it was built from exactly these inputs and its image exists.
+///
+/// The kernel file is not checked: the key covers the kernel's key, and the kernel step runs
+/// first, so a deleted kernel is rebuilt without rebuilding the template.
+pub fn current(store: &ImageStore, name: &str, inputs_key: &str) -> Option<TemplateManifest> {
+    let resolved = store.resolve(name).ok()?;
+    (resolved.manifest.inputs_key == inputs_key && resolved.rootfs_path.is_file())
+        .then_some(resolved.manifest)
+}
+
+/// A template that was just built.
+#[derive(Debug, Clone)]
+pub struct BuiltTemplate {
+    pub manifest: TemplateManifest,
+    pub rootfs_path: PathBuf,
+    pub used_bytes: u64,
+    pub superblock: Superblock,
+}
+
+/// Builds the template from the cached tree at `tree` and installs image and manifest.
+pub fn build(
+    store: &ImageStore,
+    cache_dir: &Path,
+    tree: &Path,
+    envd: &Path,
+    inputs: &TemplateInputs<'_>,
+    progress: &mut dyn BuildProgress,
+) -> Result<BuiltTemplate, RootfsError> {
+    let name = inputs.recipe.name;
+    let staging = cache_dir.join("staging").join(name);
+    let clear = |path: &Path| {
+        scratch::remove_tree(path).map_err(|source| RootfsError::Scratch {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    clear(&staging)?;
+    let staging_parent = staging.parent().expect("staging has a parent");
+    std::fs::create_dir_all(staging_parent).map_err(io_err("create directory", staging_parent))?;
+
+    progress.line(&format!(
+        "copying {} to {}",
+        tree.display(),
+        staging.display()
+    ));
+    cmd::run(&mut super::cp::copy_tree_command(tree, &staging), progress)
+        .map_err(RootfsError::Copy)?;
+    progress.line("trimming docs, man pages, translations and apt caches");
+    trim::trim(&staging).map_err(RootfsError::Trim)?;
+    progress.line("installing envd, adding user, writing /etc identity files");
+    guest_files::install_envd(&staging, envd).map_err(RootfsError::Customize)?;
+    guest_files::add_user(&staging, &SANDBOX_USER, days_since_epoch())
+        .map_err(RootfsError::Customize)?;
+    guest_files::write_identity(&staging).map_err(RootfsError::Customize)?;
+    let usage = disk_usage::measure(&staging).map_err(RootfsError::Measure)?;
+
+    let template_dir = store.template_dir(name);
+    std::fs::create_dir_all(&template_dir).map_err(io_err("create directory", &template_dir))?;
+    let tmp = template_dir.join(format!(".{ROOTFS_FILE}.tmp"));
+    let superblock = ext4::make_image(&staging, &tmp, usage.bytes, progress).map_err(|source| {
+        RootfsError::Pack {
+            path: tmp.clone(),
+            source,
+        }
+    })?;
+    // Read-only: running sandboxes use it as a shared base and must never write to it.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+        .map_err(io_err("chmod", &tmp))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("flush", &tmp))?;
+    let rootfs_path = template_dir.join(ROOTFS_FILE);
+    std::fs::rename(&tmp, &rootfs_path).map_err(io_err("install image", &rootfs_path))?;
+    let rootfs_bytes = std::fs::metadata(&rootfs_path)
+        .map_err(io_err("stat", &rootfs_path))?
+        .len();
+
+    let manifest = TemplateManifest {
+        name: name.to_owned(),
+        kernel: inputs.kernel_file.to_owned(),
+        rootfs: ROOTFS_FILE.to_owned(),
+        rootfs_bytes,
+        inputs_key: inputs_key(inputs),
+        created_at_ms: now_ms(),
+    };
+    let manifest_path = store.manifest_path(name);
+    store
+        .write_manifest(&manifest)
+        .map_err(io_err("write manifest", &manifest_path))?;
+    clear(&staging)?;
+    Ok(BuiltTemplate {
+        manifest,
+        rootfs_path,
+        used_bytes: usage.bytes,
+        superblock,
+    })
+}
+
+fn days_since_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_build::recipe::MINIMAL;
+
+    #[test]
+    fn inputs_key_changes_with_each_input() {
+        let base = TemplateInputs {
+            recipe: &MINIMAL,
+            tree_key: "tree",
+            envd_sha256: "envd",
+            kernel_key: "kernel",
+            kernel_file: "vmlinux-kernel",
+        };
+        let key = inputs_key(&base);
+        assert_eq!(key, inputs_key(&base.clone()));
+        for changed in [
+            TemplateInputs {
+                tree_key: "tree2",
+                ..base.clone()
+            },
+            TemplateInputs {
+                envd_sha256: "envd2",
+                ..base.clone()
+            },
+            TemplateInputs {
+                kernel_key: "kernel2",
+                ..base.clone()
+            },
+        ] {
+            assert_ne!(inputs_key(&changed), key, "{changed:?}");
+        }
+    }
+
+    #[test]
+    fn current_needs_a_matching_key_and_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path());
+        assert!(current(&store, "minimal", "k").is_none());
+        let manifest = TemplateManifest {
+            name: "minimal".into(),
+            kernel: "vmlinux-x".into(),
+            rootfs: ROOTFS_FILE.into(),
+            rootfs_bytes: 1,
+            inputs_key: "k".into(),
+            created_at_ms: 0,
+        };
+        store.write_manifest(&manifest).unwrap();
+        assert!(current(&store, "minimal", "k").is_none(), "image missing");
+        std::fs::write(store.template_dir("minimal").join(ROOTFS_FILE), "r").unwrap();
+        assert_eq!(current(&store, "minimal", "k"), Some(manifest));
+        assert!(current(&store, "minimal", "other").is_none());
+    }
+}

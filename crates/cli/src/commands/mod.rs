@@ -1,0 +1,3 @@
+//! One module per `wrenn` subcommand group.
+
+pub mod image;
