@@ -184,10 +184,12 @@ impl Processes {
         let signal =
             Signal::try_from(signal).map_err(|_| ProcessError::InvalidSignal { signal })?;
         let entry = self.find_running(selector)?;
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(entry.pid as i32), signal).map_err(
-            |source| ProcessError::Signal {
-                pid: entry.pid,
-                source,
+        let pid = entry.pid;
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal).map_err(
+            |source| match source {
+                // Reaped a moment ago, before its supervisor marked it.
+                nix::errno::Errno::ESRCH => ProcessError::NotRunning { pid },
+                source => ProcessError::Signal { pid, source },
             },
         )?;
         tracing::info!(pid = entry.pid, ?signal, "signalled process group");

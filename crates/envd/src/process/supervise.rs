@@ -110,8 +110,9 @@ pub async fn supervise(supervision: Supervision) {
         "process exited"
     );
     entry.set_exit(info.clone());
-    entry.output.finish(Event::Exited(info)).await;
+    // Retired first: a subscriber that stops reading must not keep the tag reserved.
     registry.finish(&entry);
+    entry.output.finish(Event::Exited(info)).await;
 }
 
 /// Copies one fd's output into the log until end of file, or until told to stop once it has
