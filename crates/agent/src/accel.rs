@@ -45,7 +45,9 @@ impl FromStr for AcceleratorChoice {
             "auto" => Ok(Self::Auto),
             "kvm" => Ok(Self::Force(Accelerator::Kvm)),
             "tcg" => Ok(Self::Force(Accelerator::Tcg)),
-            other => Err(format!("unknown accelerator {other:?}: use auto, kvm or tcg")),
+            other => Err(format!(
+                "unknown accelerator {other:?}: use auto, kvm or tcg"
+            )),
         }
     }
 }
@@ -102,13 +104,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cpuinfo = dir.path().join("cpuinfo");
         std::fs::write(&cpuinfo, "flags : vmx\n").unwrap();
-        assert_eq!(detect(&cpuinfo, &dir.path().join("no-kvm")), Accelerator::Tcg);
+        assert_eq!(
+            detect(&cpuinfo, &dir.path().join("no-kvm")),
+            Accelerator::Tcg
+        );
     }
 
     #[test]
     fn choice_parses() {
         assert_eq!("auto".parse(), Ok(AcceleratorChoice::Auto));
-        assert_eq!("tcg".parse(), Ok(AcceleratorChoice::Force(Accelerator::Tcg)));
+        assert_eq!(
+            "tcg".parse(),
+            Ok(AcceleratorChoice::Force(Accelerator::Tcg))
+        );
         assert!("hvf".parse::<AcceleratorChoice>().is_err());
     }
 }

@@ -55,7 +55,11 @@ where
     let mut command = Command::new(program);
     command
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Namespace::Net(path) = namespace {
@@ -78,7 +82,9 @@ where
     };
     let mut child = command.spawn().map_err(spawn_error)?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.map_err(spawn_error)?;
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(spawn_error)?;
         drop(pipe);
     }
     let output = child.wait_with_output().await.map_err(spawn_error)?;

@@ -47,13 +47,19 @@ impl std::str::FromStr for SlotNetwork {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("slot network {s:?} must be in CIDR form, e.g. 10.200.0.0/16"))?;
-        let base: Ipv4Addr = addr.parse().map_err(|e| format!("slot network address {addr:?}: {e}"))?;
-        let prefix_len: u8 = len.parse().map_err(|e| format!("slot network prefix {len:?}: {e}"))?;
+        let (addr, len) = s.split_once('/').ok_or_else(|| {
+            format!("slot network {s:?} must be in CIDR form, e.g. 10.200.0.0/16")
+        })?;
+        let base: Ipv4Addr = addr
+            .parse()
+            .map_err(|e| format!("slot network address {addr:?}: {e}"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|e| format!("slot network prefix {len:?}: {e}"))?;
         if !(8..=28).contains(&prefix_len) {
-            return Err(format!("slot network prefix /{prefix_len} must be between /8 and /28"));
+            return Err(format!(
+                "slot network prefix /{prefix_len} must be between /8 and /28"
+            ));
         }
         let mask = u32::MAX << (32 - prefix_len);
         if u32::from(base) & !mask != 0 {
@@ -92,7 +98,9 @@ impl AgentConfig {
         let name = &self.instance;
         let valid = (1..=6).contains(&name.len())
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if valid {
             Ok(())
         } else {

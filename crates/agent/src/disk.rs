@@ -68,7 +68,11 @@ mod tests {
 
     #[test]
     fn overlay_is_qcow2_over_raw_with_the_requested_size() {
-        let args = overlay_args(Path::new("/i/rootfs.ext4"), Path::new("/s/rootfs.qcow2"), 2048);
+        let args = overlay_args(
+            Path::new("/i/rootfs.ext4"),
+            Path::new("/s/rootfs.qcow2"),
+            2048,
+        );
         assert_eq!(args.join(" "), "create -q -f qcow2 -F raw -b /i/rootfs.ext4 -o cluster_size=65536,lazy_refcounts=on /s/rootfs.qcow2 2048M");
     }
 
@@ -76,12 +80,22 @@ mod tests {
     async fn overlay_over_a_real_image_reports_the_virtual_size() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.raw");
-        std::fs::File::create(&base).unwrap().set_len(64 << 20).unwrap();
+        std::fs::File::create(&base)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
         let overlay = dir.path().join("o.qcow2");
-        create_overlay(Path::new("qemu-img"), &base, &overlay, 128).await.unwrap();
-        let info = command::run("qemu-img", ["info", "--output=json", overlay.to_str().unwrap()], None, Namespace::Host)
+        create_overlay(Path::new("qemu-img"), &base, &overlay, 128)
             .await
             .unwrap();
+        let info = command::run(
+            "qemu-img",
+            ["info", "--output=json", overlay.to_str().unwrap()],
+            None,
+            Namespace::Host,
+        )
+        .await
+        .unwrap();
         assert!(info.contains("\"virtual-size\": 134217728"), "{info}");
         assert!(allocated_bytes(&overlay).unwrap() < 1 << 20);
     }

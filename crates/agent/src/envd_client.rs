@@ -84,7 +84,12 @@ impl EnvdClient {
             match endpoint.connect().await {
                 Ok(channel) => {
                     let mut health = EnvdRpc::new(channel.clone());
-                    match tokio::time::timeout(Duration::from_secs(2), health.health(HealthRequest {})).await {
+                    match tokio::time::timeout(
+                        Duration::from_secs(2),
+                        health.health(HealthRequest {}),
+                    )
+                    .await
+                    {
                         Ok(Ok(_)) => break channel,
                         Ok(Err(status)) => last_error = status.to_string(),
                         Err(_) => last_error = "health check timed out".into(),

@@ -34,10 +34,15 @@ impl Drop for KillOnDrop {
     }
 }
 
-pub async fn exec_collect(envd: &EnvdClient, spec: envd::ProcessSpec) -> Result<ExecResponse, Status> {
+pub async fn exec_collect(
+    envd: &EnvdClient,
+    spec: envd::ProcessSpec,
+) -> Result<ExecResponse, Status> {
     let mut stream = envd
         .process()
-        .start(envd::StartRequest { process: Some(spec) })
+        .start(envd::StartRequest {
+            process: Some(spec),
+        })
         .await?
         .into_inner();
     let mut response = ExecResponse::default();
@@ -53,7 +58,9 @@ pub async fn exec_collect(envd: &EnvdClient, spec: envd::ProcessSpec) -> Result<
             Some(Event::Stdout(data)) | Some(Event::Pty(data)) => {
                 response.truncated |= append_capped(&mut response.stdout, &data);
             }
-            Some(Event::Stderr(data)) => response.truncated |= append_capped(&mut response.stderr, &data),
+            Some(Event::Stderr(data)) => {
+                response.truncated |= append_capped(&mut response.stderr, &data)
+            }
             Some(Event::Exited(exited)) => {
                 guard.envd = None;
                 response.exit = Some(exited);
@@ -63,7 +70,9 @@ pub async fn exec_collect(envd: &EnvdClient, spec: envd::ProcessSpec) -> Result<
         }
     }
     guard.envd = None;
-    Err(Status::unavailable("the guest ended the process stream before the process exited"))
+    Err(Status::unavailable(
+        "the guest ended the process stream before the process exited",
+    ))
 }
 
 /// Appends up to the cap; returns whether anything was dropped.

@@ -31,7 +31,9 @@ impl SandboxId {
         let valid = s.strip_prefix(SANDBOX_PREFIX).is_some_and(|suffix| {
             !suffix.is_empty()
                 && suffix.len() <= MAX_SUFFIX_LEN
-                && suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && suffix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
         if valid {
             Ok(Self(s.to_owned()))
@@ -65,7 +67,15 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "sb-", "sb-../x", "xx-abc", "sb-ABC", "sb-a/b", &format!("sb-{}", "a".repeat(41))] {
+        for bad in [
+            "",
+            "sb-",
+            "sb-../x",
+            "xx-abc",
+            "sb-ABC",
+            "sb-a/b",
+            &format!("sb-{}", "a".repeat(41)),
+        ] {
             assert!(SandboxId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -47,13 +47,15 @@ pub fn validate_template_name(name: &str) -> Result<(), InvalidTemplateName> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
     if valid {
         Ok(())
     } else {
-        Err(InvalidTemplateName { name: name.to_owned() })
+        Err(InvalidTemplateName {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -146,7 +148,9 @@ impl ImageStore {
     pub fn resolve(&self, name: &str) -> Result<ResolvedTemplate, TemplateError> {
         let manifest = self
             .read_manifest(name)?
-            .ok_or_else(|| TemplateError::NotFound { name: name.to_owned() })?;
+            .ok_or_else(|| TemplateError::NotFound {
+                name: name.to_owned(),
+            })?;
         Ok(ResolvedTemplate {
             kernel_path: self.kernels_dir().join(&manifest.kernel),
             rootfs_path: self.template_dir(name).join(&manifest.rootfs),
@@ -174,11 +178,19 @@ mod tests {
 
     #[test]
     fn template_names_that_could_escape_are_rejected() {
-        for bad in ["", "..", "../etc", "a/b", "/abs", ".hidden", "UPPER", "sp ace", "a\0b"] {
-            assert!(validate_template_name(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "..", "../etc", "a/b", "/abs", ".hidden", "UPPER", "sp ace", "a\0b",
+        ] {
+            assert!(
+                validate_template_name(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         for good in ["minimal", "py-3.11", "team_tpl.v2"] {
-            assert!(validate_template_name(good).is_ok(), "{good:?} should be accepted");
+            assert!(
+                validate_template_name(good).is_ok(),
+                "{good:?} should be accepted"
+            );
         }
         assert!(validate_template_name(&"a".repeat(65)).is_err());
     }
@@ -197,10 +209,16 @@ mod tests {
             created_at_ms: 1,
         };
         store.write_manifest(&manifest).unwrap();
-        assert_eq!(store.read_manifest("minimal").unwrap(), Some(manifest.clone()));
+        assert_eq!(
+            store.read_manifest("minimal").unwrap(),
+            Some(manifest.clone())
+        );
         let resolved = store.resolve("minimal").unwrap();
         assert_eq!(resolved.kernel_path, dir.path().join("kernels/vmlinux-abc"));
         assert_eq!(store.list(), vec![manifest]);
-        assert!(matches!(store.resolve("nope"), Err(TemplateError::NotFound { .. })));
+        assert!(matches!(
+            store.resolve("nope"),
+            Err(TemplateError::NotFound { .. })
+        ));
     }
 }

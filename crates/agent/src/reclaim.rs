@@ -22,11 +22,17 @@ pub struct ReclaimReport {
 
 impl ReclaimReport {
     pub fn is_empty(&self) -> bool {
-        self.processes.is_empty() && self.netns.is_empty() && self.links.is_empty() && self.sandbox_dirs.is_empty()
+        self.processes.is_empty()
+            && self.netns.is_empty()
+            && self.links.is_empty()
+            && self.sandbox_dirs.is_empty()
     }
 }
 
-pub async fn reclaim(config: &AgentConfig, network: &NetworkManager) -> Result<ReclaimReport, NetworkError> {
+pub async fn reclaim(
+    config: &AgentConfig,
+    network: &NetworkManager,
+) -> Result<ReclaimReport, NetworkError> {
     let mut report = ReclaimReport {
         processes: kill_stray_vmms(&vmm_name_prefix(&config.instance)).await,
         ..Default::default()
@@ -66,7 +72,10 @@ async fn kill_stray_vmms(prefix: &str) -> Vec<u32> {
     }
     // They are not our children (their parent died), so wait for init to reap them.
     for _ in 0..200 {
-        if pids.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+        if pids
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -3,8 +3,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use wrenn_agent_api::v1::host_agent_server::HostAgentServer;
 
@@ -15,6 +17,9 @@ use crate::sandbox::manager::StartError;
 use crate::sandbox::SandboxManager;
 use crate::service::AgentService;
 use crate::vmm::qemu::QemuVmm;
+
+/// How long open client streams may stay after shutdown began.
+const CLIENT_GRACE: Duration = Duration::from_secs(3);
 
 /// A prepared host, ready to serve.
 pub struct Agent {
@@ -34,7 +39,7 @@ impl Agent {
     }
 
     /// Serves the HostAgent API on `listener` until `shutdown` resolves, then destroys every
-    /// sandbox and removes the host's firewall table.
+    /// sandbox, removes the host's firewall table and gives clients a moment to hang up.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -43,11 +48,30 @@ impl Agent {
         let service = HostAgentServer::new(AgentService::new(self.manager.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = tonic::transport::Server::builder()
+        let (stop_server, server_stopped) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = server_stopped.await;
+            });
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => {
+                self.manager.shutdown().await;
+                return result;
+            }
+            () = shutdown => {}
+        }
+        // Sandboxes first: their guest streams end with them, so clients see errors rather
+        // than hang, and graceful shutdown has little left to wait for.
         self.manager.shutdown().await;
-        result
+        let _ = stop_server.send(());
+        match tokio::time::timeout(CLIENT_GRACE, server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(grace = ?CLIENT_GRACE, "clients still connected; closing anyway");
+                Ok(())
+            }
+        }
     }
 }

@@ -36,7 +36,10 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T, Status> {
 
 #[tonic::async_trait]
 impl HostAgent for AgentService {
-    async fn get_host_info(&self, _: Request<pb::GetHostInfoRequest>) -> Result<Response<pb::HostInfo>, Status> {
+    async fn get_host_info(
+        &self,
+        _: Request<pb::GetHostInfoRequest>,
+    ) -> Result<Response<pb::HostInfo>, Status> {
         let host = self.manager.host_summary();
         Ok(Response::new(pb::HostInfo {
             agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -53,16 +56,30 @@ impl HostAgent for AgentService {
         &self,
         _: Request<pb::ListTemplatesRequest>,
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
-        let templates = self.manager.templates().iter().map(template_to_wire).collect();
+        let templates = self
+            .manager
+            .templates()
+            .iter()
+            .map(template_to_wire)
+            .collect();
         Ok(Response::new(pb::ListTemplatesResponse { templates }))
     }
 
-    async fn create_sandbox(&self, request: Request<pb::CreateSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
-        let info = self.manager.create(create_from_wire(request.into_inner())).await?;
+    async fn create_sandbox(
+        &self,
+        request: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let info = self
+            .manager
+            .create(create_from_wire(request.into_inner()))
+            .await?;
         Ok(Response::new(sandbox_to_wire(&info)))
     }
 
-    async fn get_sandbox(&self, request: Request<pb::GetSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+    async fn get_sandbox(
+        &self,
+        request: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
         let info = self.manager.get(&request.into_inner().sandbox_id)?;
         Ok(Response::new(sandbox_to_wire(&info)))
     }
@@ -79,7 +96,9 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::DestroySandboxRequest>,
     ) -> Result<Response<pb::DestroySandboxResponse>, Status> {
-        self.manager.destroy(&request.into_inner().sandbox_id).await?;
+        self.manager
+            .destroy(&request.into_inner().sandbox_id)
+            .await?;
         Ok(Response::new(pb::DestroySandboxResponse {}))
     }
 
@@ -89,16 +108,22 @@ impl HostAgent for AgentService {
         &self,
         _: Request<pb::WatchSandboxesRequest>,
     ) -> Result<Response<Self::WatchSandboxesStream>, Status> {
-        let events = tokio_stream::wrappers::BroadcastStream::new(self.manager.subscribe()).map(|event| match event {
-            Ok(info) => Ok(pb::SandboxEvent {
-                sandbox: Some(sandbox_to_wire(&info)),
-            }),
-            Err(lagged) => Err(Status::data_loss(format!("{lagged}; re-list sandboxes"))),
-        });
+        let events =
+            tokio_stream::wrappers::BroadcastStream::new(self.manager.subscribe()).map(|event| {
+                match event {
+                    Ok(info) => Ok(pb::SandboxEvent {
+                        sandbox: Some(sandbox_to_wire(&info)),
+                    }),
+                    Err(lagged) => Err(Status::data_loss(format!("{lagged}; re-list sandboxes"))),
+                }
+            });
         Ok(Response::new(Box::pin(events)))
     }
 
-    async fn exec(&self, request: Request<pb::ExecRequest>) -> Result<Response<pb::ExecResponse>, Status> {
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
         let spec = required("process", request.process)?;
@@ -114,7 +139,11 @@ impl HostAgent for AgentService {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
         let process = Some(required("process", request.process)?);
-        let stream = envd.process().start(envd::StartRequest { process }).await?.into_inner();
+        let stream = envd
+            .process()
+            .start(envd::StartRequest { process })
+            .await?
+            .into_inner();
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -127,7 +156,11 @@ impl HostAgent for AgentService {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
         let process = Some(required("process", request.process)?);
-        let stream = envd.process().attach(envd::AttachRequest { process }).await?.into_inner();
+        let stream = envd
+            .process()
+            .attach(envd::AttachRequest { process })
+            .await?
+            .into_inner();
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -145,7 +178,9 @@ impl HostAgent for AgentService {
     ) -> Result<Response<envd::SendInputResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.process().send_input(required("input", request.input)?).await
+        envd.process()
+            .send_input(required("input", request.input)?)
+            .await
     }
 
     async fn signal_process(
@@ -154,7 +189,9 @@ impl HostAgent for AgentService {
     ) -> Result<Response<envd::SendSignalResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.process().send_signal(required("signal", request.signal)?).await
+        envd.process()
+            .send_signal(required("signal", request.signal)?)
+            .await
     }
 
     async fn resize_pty(
@@ -163,31 +200,53 @@ impl HostAgent for AgentService {
     ) -> Result<Response<envd::ResizePtyResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.process().resize_pty(required("resize", request.resize)?).await
+        envd.process()
+            .resize_pty(required("resize", request.resize)?)
+            .await
     }
 
-    async fn stat_path(&self, request: Request<pb::StatPathRequest>) -> Result<Response<envd::EntryInfo>, Status> {
+    async fn stat_path(
+        &self,
+        request: Request<pb::StatPathRequest>,
+    ) -> Result<Response<envd::EntryInfo>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.files().stat(envd::StatRequest { path: request.path }).await
+        envd.files()
+            .stat(envd::StatRequest { path: request.path })
+            .await
     }
 
-    async fn list_dir(&self, request: Request<pb::ListDirRequest>) -> Result<Response<envd::ListDirResponse>, Status> {
+    async fn list_dir(
+        &self,
+        request: Request<pb::ListDirRequest>,
+    ) -> Result<Response<envd::ListDirResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.files().list_dir(required("request", request.request)?).await
+        envd.files()
+            .list_dir(required("request", request.request)?)
+            .await
     }
 
-    async fn make_dir(&self, request: Request<pb::MakeDirRequest>) -> Result<Response<envd::EntryInfo>, Status> {
+    async fn make_dir(
+        &self,
+        request: Request<pb::MakeDirRequest>,
+    ) -> Result<Response<envd::EntryInfo>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.files().make_dir(required("request", request.request)?).await
+        envd.files()
+            .make_dir(required("request", request.request)?)
+            .await
     }
 
-    async fn move_path(&self, request: Request<pb::MovePathRequest>) -> Result<Response<envd::EntryInfo>, Status> {
+    async fn move_path(
+        &self,
+        request: Request<pb::MovePathRequest>,
+    ) -> Result<Response<envd::EntryInfo>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.files().r#move(required("request", request.request)?).await
+        envd.files()
+            .r#move(required("request", request.request)?)
+            .await
     }
 
     async fn remove_path(
@@ -196,12 +255,17 @@ impl HostAgent for AgentService {
     ) -> Result<Response<envd::RemoveResponse>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
-        envd.files().remove(envd::RemoveRequest { path: request.path }).await
+        envd.files()
+            .remove(envd::RemoveRequest { path: request.path })
+            .await
     }
 
     type ReadFileStream = BoxStream<envd::FileChunk>;
 
-    async fn read_file(&self, request: Request<pb::ReadFileRequest>) -> Result<Response<Self::ReadFileStream>, Status> {
+    async fn read_file(
+        &self,
+        request: Request<pb::ReadFileRequest>,
+    ) -> Result<Response<Self::ReadFileStream>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
         let stream = envd
@@ -217,10 +281,9 @@ impl HostAgent for AgentService {
         request: Request<Streaming<pb::WriteFileRequest>>,
     ) -> Result<Response<envd::EntryInfo>, Status> {
         let mut incoming = request.into_inner();
-        let first = incoming
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty upload: the first message must name the sandbox"))??;
+        let first = incoming.next().await.ok_or_else(|| {
+            Status::invalid_argument("empty upload: the first message must name the sandbox")
+        })??;
         let envd = self.manager.envd(&first.sandbox_id)?;
         let (parts, rx) = mpsc::channel(8);
         let mut files = envd.files();
@@ -229,8 +292,7 @@ impl HostAgent for AgentService {
         // which cancels the envd call so the guest discards the partial file.
         let forward = async move {
             let mut next = Some(first);
-            loop {
-                let Some(message) = next.take() else { break };
+            while let Some(message) = next.take() {
                 let part = required("part", message.part)?;
                 if parts.send(part).await.is_err() {
                     break; // envd ended the call; its answer says why.
@@ -245,7 +307,10 @@ impl HostAgent for AgentService {
 
     type WatchDirStream = BoxStream<envd::FsEvent>;
 
-    async fn watch_dir(&self, request: Request<pb::WatchDirRequest>) -> Result<Response<Self::WatchDirStream>, Status> {
+    async fn watch_dir(
+        &self,
+        request: Request<pb::WatchDirRequest>,
+    ) -> Result<Response<Self::WatchDirStream>, Status> {
         let request = request.into_inner();
         let envd = self.manager.envd(&request.sandbox_id)?;
         let stream = envd
@@ -256,4 +321,3 @@ impl HostAgent for AgentService {
         Ok(Response::new(Box::pin(stream)))
     }
 }
-

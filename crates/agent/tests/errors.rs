@@ -10,21 +10,98 @@ use wrenn_agent_api::v1 as pb;
 async fn bad_create_requests_are_rejected_before_touching_the_host() {
     let mut host = TestHost::start().await;
     let cases: Vec<(pb::CreateSandboxRequest, Code, &str)> = vec![
-        (pb::CreateSandboxRequest { template: "../etc".into(), ..create_request() }, Code::InvalidArgument, "template"),
-        (pb::CreateSandboxRequest { template: "a/b".into(), ..create_request() }, Code::InvalidArgument, "template"),
-        (pb::CreateSandboxRequest { template: "/abs".into(), ..create_request() }, Code::InvalidArgument, "template"),
-        (pb::CreateSandboxRequest { template: "nope".into(), ..create_request() }, Code::NotFound, "nope"),
-        (pb::CreateSandboxRequest { memory_mb: 0, ..create_request() }, Code::InvalidArgument, "memory_mb"),
-        (pb::CreateSandboxRequest { memory_mb: 10_000_000, ..create_request() }, Code::InvalidArgument, "memory_mb"),
-        (pb::CreateSandboxRequest { vcpus: 0, ..create_request() }, Code::InvalidArgument, "vcpus"),
-        (pb::CreateSandboxRequest { vcpus: 1000, ..create_request() }, Code::InvalidArgument, "vcpus"),
-        (pb::CreateSandboxRequest { disk_mb: 1, ..create_request() }, Code::InvalidArgument, "disk_mb"),
-        (pb::CreateSandboxRequest { sandbox_id: "sb-../../x".into(), ..create_request() }, Code::InvalidArgument, "sandbox id"),
+        (
+            pb::CreateSandboxRequest {
+                template: "../etc".into(),
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "template",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                template: "a/b".into(),
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "template",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                template: "/abs".into(),
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "template",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                template: "nope".into(),
+                ..create_request()
+            },
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                memory_mb: 0,
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "memory_mb",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                memory_mb: 10_000_000,
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "memory_mb",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                vcpus: 0,
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "vcpus",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                vcpus: 1000,
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "vcpus",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                disk_mb: 1,
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "disk_mb",
+        ),
+        (
+            pb::CreateSandboxRequest {
+                sandbox_id: "sb-../../x".into(),
+                ..create_request()
+            },
+            Code::InvalidArgument,
+            "sandbox id",
+        ),
     ];
     for (request, code, needle) in cases {
-        let status = host.client.create_sandbox(request.clone()).await.unwrap_err();
+        let status = host
+            .client
+            .create_sandbox(request.clone())
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), code, "{request:?}: {status}");
-        assert!(status.message().contains(needle), "{status} should mention {needle}");
+        assert!(
+            status.message().contains(needle),
+            "{status} should mention {needle}"
+        );
     }
     let (netns, links, pids) = host_objects(&host.instance());
     assert!(netns.is_empty() && links.is_empty() && pids.is_empty());
@@ -33,13 +110,17 @@ async fn bad_create_requests_are_rejected_before_touching_the_host() {
     for id in ["sb-unknown", "not-an-id", "", "sb-../x"] {
         let status = host
             .client
-            .get_sandbox(pb::GetSandboxRequest { sandbox_id: id.into() })
+            .get_sandbox(pb::GetSandboxRequest {
+                sandbox_id: id.into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{id:?}");
         let status = host
             .client
-            .destroy_sandbox(pb::DestroySandboxRequest { sandbox_id: id.into() })
+            .destroy_sandbox(pb::DestroySandboxRequest {
+                sandbox_id: id.into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{id:?}");

@@ -4,9 +4,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::TestHost;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use common::TestHost;
 use wrenn_agent_api::envd;
 use wrenn_agent_api::v1 as pb;
 
@@ -14,11 +14,13 @@ fn write_request(sandbox: &str, path: &str, data: Vec<u8>) -> Vec<pb::WriteFileR
     let mut parts = vec![pb::WriteFileRequest {
         sandbox_id: sandbox.into(),
         part: Some(envd::WriteFileRequest {
-            part: Some(envd::write_file_request::Part::Header(envd::WriteFileHeader {
-                path: path.into(),
-                mode: 0o600,
-                user: String::new(),
-            })),
+            part: Some(envd::write_file_request::Part::Header(
+                envd::WriteFileHeader {
+                    path: path.into(),
+                    mode: 0o600,
+                    user: String::new(),
+                },
+            )),
         }),
     }];
     parts.extend(data.chunks(256 << 10).map(|chunk| pb::WriteFileRequest {
@@ -35,11 +37,17 @@ async fn ten_mib_round_trip_and_metadata_operations() {
     let mut host = TestHost::start().await;
     let id = host.create().await.sandbox_id;
 
-    let data: Vec<u8> = (0..10 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..10 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let sent = Sha256::digest(&data);
     let entry = host
         .client
-        .write_file(futures::stream::iter(write_request(&id, "/data/deep/blob.bin", data)))
+        .write_file(futures::stream::iter(write_request(
+            &id,
+            "/data/deep/blob.bin",
+            data,
+        )))
         .await
         .unwrap()
         .into_inner();
@@ -65,7 +73,9 @@ async fn ten_mib_round_trip_and_metadata_operations() {
     assert_eq!(total, 10 << 20);
     assert_eq!(hasher.finalize(), sent);
     // The guest sees the same bytes.
-    let guest_sum = host.sh(&id, "sha256sum /data/deep/blob.bin | cut -d' ' -f1").await;
+    let guest_sum = host
+        .sh(&id, "sha256sum /data/deep/blob.bin | cut -d' ' -f1")
+        .await;
     assert_eq!(guest_sum.trim(), hex::encode(sent));
 
     // mkdir -p, list with depth, stat, move, remove.
@@ -82,7 +92,8 @@ async fn ten_mib_round_trip_and_metadata_operations() {
         .unwrap()
         .into_inner();
     assert_eq!(made.r#type, envd::FileType::Directory as i32);
-    host.sh(&id, "echo hi > /work/a/b/f.txt && echo top > /work/t.txt").await;
+    host.sh(&id, "echo hi > /work/a/b/f.txt && echo top > /work/t.txt")
+        .await;
     let list = |depth| pb::ListDirRequest {
         sandbox_id: id.clone(),
         request: Some(envd::ListDirRequest {
@@ -90,10 +101,31 @@ async fn ten_mib_round_trip_and_metadata_operations() {
             depth,
         }),
     };
-    let shallow: Vec<String> = host.client.list_dir(list(1)).await.unwrap().into_inner().entries.into_iter().map(|e| e.path).collect();
+    let shallow: Vec<String> = host
+        .client
+        .list_dir(list(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
     assert_eq!(shallow, ["/work/a", "/work/t.txt"]);
-    let deep: Vec<String> = host.client.list_dir(list(3)).await.unwrap().into_inner().entries.into_iter().map(|e| e.path).collect();
-    assert_eq!(deep, ["/work/a", "/work/a/b", "/work/a/b/f.txt", "/work/t.txt"]);
+    let deep: Vec<String> = host
+        .client
+        .list_dir(list(3))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(
+        deep,
+        ["/work/a", "/work/a/b", "/work/a/b/f.txt", "/work/t.txt"]
+    );
 
     let stat = host
         .client
@@ -126,7 +158,10 @@ async fn ten_mib_round_trip_and_metadata_operations() {
         .unwrap();
     assert_eq!(host.sh(&id, "ls /work").await, "moved\nt.txt\n");
 
-    for (path, code) in [("/nope", tonic::Code::NotFound), ("/work/nope.txt", tonic::Code::NotFound)] {
+    for (path, code) in [
+        ("/nope", tonic::Code::NotFound),
+        ("/work/nope.txt", tonic::Code::NotFound),
+    ] {
         let status = host
             .client
             .stat_path(pb::StatPathRequest {
@@ -176,7 +211,10 @@ async fn watch_reports_create_write_rename_and_remove() {
         envd::FsEventKind::Remove,
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !wanted.iter().all(|kind| seen.iter().any(|(k, _)| k == kind)) {
+    while !wanted
+        .iter()
+        .all(|kind| seen.iter().any(|(k, _)| k == kind))
+    {
         let event = tokio::time::timeout_at(deadline, events.next())
             .await
             .unwrap_or_else(|_| panic!("missing events; saw {seen:?}"))
@@ -184,6 +222,10 @@ async fn watch_reports_create_write_rename_and_remove() {
             .unwrap();
         seen.push((envd::FsEventKind::try_from(event.kind).unwrap(), event.path));
     }
-    assert!(seen.iter().all(|(_, path)| path.starts_with("/watched/sub/")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(_, path)| path.starts_with("/watched/sub/")),
+        "{seen:?}"
+    );
     host.stop().await;
 }

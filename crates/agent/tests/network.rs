@@ -12,13 +12,22 @@ async fn sandboxes_cannot_reach_each_other_or_host_services_and_four_run_at_once
     // Four sandboxes booted concurrently.
     let creates = (0..4).map(|_| {
         let mut client = host.client.clone();
-        async move { client.create_sandbox(common::create_request()).await.unwrap().into_inner() }
+        async move {
+            client
+                .create_sandbox(common::create_request())
+                .await
+                .unwrap()
+                .into_inner()
+        }
     });
     for sandbox in futures::future::join_all(creates).await {
         ids.push(sandbox.sandbox_id);
     }
     for id in &ids {
-        assert_eq!(host.exec(id, "python3", &["-c", "print(6*7)"]).await.stdout, b"42\n");
+        assert_eq!(
+            host.exec(id, "python3", &["-c", "print(6*7)"]).await.stdout,
+            b"42\n"
+        );
     }
 
     // A TCP server on the host, bound to all addresses, stands in for the host's services.
@@ -27,7 +36,11 @@ async fn sandboxes_cannot_reach_each_other_or_host_services_and_four_run_at_once
     let network: wrenn_agent::config::SlotNetwork = host.lease.slot_network().parse().unwrap();
 
     // Sandbox 1 serves on port 8000; the host reaches it through its slot.
-    host.sh(&ids[1], "nohup python3 -m http.server 8000 >/dev/null 2>&1 & sleep 1.5").await;
+    host.sh(
+        &ids[1],
+        "nohup python3 -m http.server 8000 >/dev/null 2>&1 & sleep 1.5",
+    )
+    .await;
     let targets: Vec<(String, bool)> = (0..4u32)
         .flat_map(|slot| {
             let addrs = wrenn_agent::network::SlotAddresses::for_index(network, slot);
@@ -47,17 +60,32 @@ async fn sandboxes_cannot_reach_each_other_or_host_services_and_four_run_at_once
     };
     for (target, expected_open) in &targets {
         let out = host.sh(&ids[0], &probe(target)).await;
-        assert_eq!(out.starts_with("open"), *expected_open, "sandbox 0 -> {target}: {out}");
+        assert_eq!(
+            out.starts_with("open"),
+            *expected_open,
+            "sandbox 0 -> {target}: {out}"
+        );
     }
     // The guest gateway (the TAP in its own namespace) is not the host either.
-    let out = host.sh(&ids[0], &probe(&format!("172.16.0.1:{host_port}"))).await;
+    let out = host
+        .sh(&ids[0], &probe(&format!("172.16.0.1:{host_port}")))
+        .await;
     assert!(out.starts_with("closed"), "{out}");
 
     // The host itself reaches sandbox 1's server through sandbox 1's slot.
     let slot_of_1 = (0..4u32)
         .map(|slot| wrenn_agent::network::SlotAddresses::for_index(network, slot))
-        .find(|addrs| std::net::TcpStream::connect_timeout(&(addrs.ns_ip, 8000).into(), std::time::Duration::from_secs(2)).is_ok());
-    assert!(slot_of_1.is_some(), "the host could not reach the guest server");
+        .find(|addrs| {
+            std::net::TcpStream::connect_timeout(
+                &(addrs.ns_ip, 8000).into(),
+                std::time::Duration::from_secs(2),
+            )
+            .is_ok()
+        });
+    assert!(
+        slot_of_1.is_some(),
+        "the host could not reach the guest server"
+    );
     drop(host_service);
     host.stop().await;
 }

@@ -25,7 +25,10 @@ async fn output_streams_exit_codes_stdin_and_timeouts() {
         .client
         .start_process(pb::StartProcessRequest {
             sandbox_id: id.clone(),
-            process: Some(spec("sh", &["-c", "echo A; sleep 0.3; echo B >&2; sleep 0.3; echo C"])),
+            process: Some(spec(
+                "sh",
+                &["-c", "echo A; sleep 0.3; echo B >&2; sleep 0.3; echo C"],
+            )),
         })
         .await
         .unwrap()
@@ -62,11 +65,18 @@ async fn output_streams_exit_codes_stdin_and_timeouts() {
         .into_inner();
     let processes = host
         .client
-        .list_processes(pb::ListProcessesRequest { sandbox_id: id.clone() })
+        .list_processes(pb::ListProcessesRequest {
+            sandbox_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
-    let pid = processes.processes.iter().find(|p| p.running && p.spec.as_ref().unwrap().cmd == "cat").unwrap().pid;
+    let pid = processes
+        .processes
+        .iter()
+        .find(|p| p.running && p.spec.as_ref().unwrap().cmd == "cat")
+        .unwrap()
+        .pid;
     host.client
         .send_process_input(pb::SendProcessInputRequest {
             sandbox_id: id.clone(),
@@ -108,7 +118,10 @@ async fn pty_runs_interactive_bash_and_background_processes_can_be_reattached() 
     let id = host.create().await.sandbox_id;
 
     let mut bash = spec("bash", &["-i"]);
-    bash.pty = Some(envd::PtySize { cols: 100, rows: 30 });
+    bash.pty = Some(envd::PtySize {
+        cols: 100,
+        rows: 30,
+    });
     bash.tag = "shell".into();
     let stream = host
         .client
@@ -127,7 +140,10 @@ async fn pty_runs_interactive_bash_and_background_processes_can_be_reattached() 
             sandbox_id: id.clone(),
             resize: Some(envd::ResizePtyRequest {
                 process: tag.clone(),
-                size: Some(envd::PtySize { cols: 120, rows: 40 }),
+                size: Some(envd::PtySize {
+                    cols: 120,
+                    rows: 40,
+                }),
             }),
         })
         .await
@@ -145,7 +161,9 @@ async fn pty_runs_interactive_bash_and_background_processes_can_be_reattached() 
             .await
             .unwrap();
     }
-    let (_, _, pty, exit) = tokio::time::timeout(Duration::from_secs(60), collect(stream)).await.unwrap();
+    let (_, _, pty, exit) = tokio::time::timeout(Duration::from_secs(60), collect(stream))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&pty);
     assert!(text.contains("42"), "{text}");
     assert!(text.contains("40 120"), "{text}");
@@ -250,10 +268,14 @@ async fn bad_process_requests_get_clear_errors_and_envd_requires_its_token() {
     let network: wrenn_agent::config::SlotNetwork = host.lease.slot_network().parse().unwrap();
     let addrs = wrenn_agent::network::SlotAddresses::for_index(network, 0);
     let endpoint = format!("http://{}:{}", addrs.ns_ip, wrenn_envd_api::ENVD_PORT);
-    let mut process = envd::process_client::ProcessClient::connect(endpoint.clone()).await.unwrap();
+    let mut process = envd::process_client::ProcessClient::connect(endpoint.clone())
+        .await
+        .unwrap();
     let status = process.list(envd::ListRequest {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    let mut envd_rpc = envd::envd_client::EnvdClient::connect(endpoint).await.unwrap();
+    let mut envd_rpc = envd::envd_client::EnvdClient::connect(endpoint)
+        .await
+        .unwrap();
     let status = envd_rpc
         .init(envd::InitRequest {
             access_token: "attacker".into(),
@@ -261,6 +283,10 @@ async fn bad_process_requests_get_clear_errors_and_envd_requires_its_token() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated, "re-init needs the current token");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "re-init needs the current token"
+    );
     host.stop().await;
 }

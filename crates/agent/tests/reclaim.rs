@@ -15,7 +15,11 @@ struct AgentProcess {
 }
 
 fn spawn_agent(lease: &InstanceLease, data_dir: &std::path::Path) -> AgentProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_wrenn-agent"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -38,7 +42,9 @@ fn spawn_agent(lease: &InstanceLease, data_dir: &std::path::Path) -> AgentProces
 
 async fn connect(agent: &AgentProcess) -> common::Client {
     for _ in 0..300 {
-        if let Ok(client) = HostAgentClient::connect(format!("http://127.0.0.1:{}", agent.port)).await {
+        if let Ok(client) =
+            HostAgentClient::connect(format!("http://127.0.0.1:{}", agent.port)).await
+        {
             return client;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -60,7 +66,11 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
     agent.child.kill().unwrap(); // SIGKILL: no chance to clean up.
     agent.child.wait().unwrap();
     let (netns, links, pids) = host_objects(&instance);
-    assert_eq!((netns.len(), links.len(), pids.len()), (2, 2, 2), "the crash left its VMs behind");
+    assert_eq!(
+        (netns.len(), links.len(), pids.len()),
+        (2, 2, 2),
+        "the crash left its VMs behind"
+    );
     let sandboxes = data.path().join("sandboxes");
     assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 2);
 
@@ -70,10 +80,18 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
     assert!(netns.is_empty(), "{netns:?}");
     assert!(links.is_empty(), "{links:?}");
     assert!(pids.is_empty(), "{pids:?}");
-    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 0, "overlays left behind");
+    assert_eq!(
+        std::fs::read_dir(&sandboxes).unwrap().count(),
+        0,
+        "overlays left behind"
+    );
 
     // The restarted agent works, and SIGTERM stops its VMs and removes its host objects.
-    let sandbox = client.create_sandbox(create_request()).await.unwrap().into_inner();
+    let sandbox = client
+        .create_sandbox(create_request())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(sandbox.sandbox_id.starts_with("sb-"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
@@ -83,7 +101,13 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "agent exited with {status}");
     let (netns, links, pids) = host_objects(&instance);
-    assert!(netns.is_empty() && links.is_empty() && pids.is_empty(), "{netns:?} {links:?} {pids:?}");
-    let table = Command::new("nft").args(["list", "table", "inet", &format!("wrenn_{instance}")]).output().unwrap();
+    assert!(
+        netns.is_empty() && links.is_empty() && pids.is_empty(),
+        "{netns:?} {links:?} {pids:?}"
+    );
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &format!("wrenn_{instance}")])
+        .output()
+        .unwrap();
     assert!(!table.status.success(), "host nft table left behind");
 }

@@ -13,11 +13,18 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
     assert!(sandbox.sandbox_id.starts_with("sb-"));
     println!("boot took {} ms", sandbox.boot_ms);
 
-    let out = host.exec(&sandbox.sandbox_id, "python3", &["-c", "print(6*7)"]).await;
+    let out = host
+        .exec(&sandbox.sandbox_id, "python3", &["-c", "print(6*7)"])
+        .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
     assert_eq!(out.exit.unwrap().exit_code, 0);
 
-    let listed = host.client.list_sandboxes(pb::ListSandboxesRequest {}).await.unwrap().into_inner();
+    let listed = host
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(listed.sandboxes.len(), 1);
     assert_eq!(listed.sandboxes[0].sandbox_id, sandbox.sandbox_id);
     let got = host
@@ -31,8 +38,16 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
     assert_eq!(got.memory_mb, 256);
 
     let (netns, links, pids) = host_objects(&host.instance());
-    assert_eq!((netns.len(), links.len(), pids.len()), (1, 1, 1), "one slot and one VMM while running");
-    let sandbox_dir = host.state.path().join("sandboxes").join(&sandbox.sandbox_id);
+    assert_eq!(
+        (netns.len(), links.len(), pids.len()),
+        (1, 1, 1),
+        "one slot and one VMM while running"
+    );
+    let sandbox_dir = host
+        .state
+        .path()
+        .join("sandboxes")
+        .join(&sandbox.sandbox_id);
     assert!(sandbox_dir.join("rootfs.qcow2").exists());
 
     host.destroy(&sandbox.sandbox_id).await;
@@ -40,8 +55,16 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
     assert!(netns.is_empty(), "netns left behind: {netns:?}");
     assert!(links.is_empty(), "veth left behind: {links:?}");
     assert!(pids.is_empty(), "VMM left behind: {pids:?}");
-    assert!(!sandbox_dir.exists(), "sandbox directory (overlay) left behind");
-    let listed = host.client.list_sandboxes(pb::ListSandboxesRequest {}).await.unwrap().into_inner();
+    assert!(
+        !sandbox_dir.exists(),
+        "sandbox directory (overlay) left behind"
+    );
+    let listed = host
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.sandboxes.is_empty());
 
     let status = host
@@ -63,17 +86,35 @@ async fn disk_size_env_and_metadata_reach_the_guest() {
     request.env = [("GREETING".to_string(), "hello wrenn".to_string())].into();
     request.metadata = [("owner".to_string(), "tests".to_string())].into();
     let sandbox = host.create_with(request).await;
-    assert_eq!(sandbox.metadata.get("owner").map(String::as_str), Some("tests"));
+    assert_eq!(
+        sandbox.metadata.get("owner").map(String::as_str),
+        Some("tests")
+    );
     let id = sandbox.sandbox_id;
 
     assert_eq!(host.sh(&id, "echo $GREETING").await, "hello wrenn\n");
     // envd grows the root filesystem to the disk size at boot.
-    let size_kb: u64 = host.sh(&id, "df -k / | awk 'NR==2 {print $2}'").await.trim().parse().unwrap();
-    assert!(size_kb > 1_800_000, "root filesystem is {size_kb} KiB, expected about 2 GiB");
+    let size_kb: u64 = host
+        .sh(&id, "df -k / | awk 'NR==2 {print $2}'")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        size_kb > 1_800_000,
+        "root filesystem is {size_kb} KiB, expected about 2 GiB"
+    );
     // The guest clock was set from the host's.
     let guest: i64 = host.sh(&id, "date +%s").await.trim().parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((guest - now).abs() <= 2, "guest clock off by {} s", guest - now);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest - now).abs() <= 2,
+        "guest clock off by {} s",
+        guest - now
+    );
     host.stop().await;
 }
 
@@ -89,7 +130,11 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
         .into_inner();
     let (_, _, pids) = host_objects(&host.instance());
     assert_eq!(pids.len(), 1);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -99,7 +144,9 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
             .unwrap()
             .unwrap();
         let reported = event.sandbox.unwrap();
-        if reported.sandbox_id == sandbox.sandbox_id && reported.state == pb::SandboxState::Error as i32 {
+        if reported.sandbox_id == sandbox.sandbox_id
+            && reported.state == pb::SandboxState::Error as i32
+        {
             assert!(reported.error.contains("VMM exited"), "{}", reported.error);
             break;
         }
@@ -114,7 +161,10 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
         .into_inner();
     assert_eq!(got.state, pb::SandboxState::Error as i32);
     let (netns, links, _) = host_objects(&host.instance());
-    assert!(netns.is_empty() && links.is_empty(), "slot not released: {netns:?} {links:?}");
+    assert!(
+        netns.is_empty() && links.is_empty(),
+        "slot not released: {netns:?} {links:?}"
+    );
     let status = host
         .client
         .exec(pb::ExecRequest {

@@ -2,6 +2,7 @@
 
 mod commands;
 mod terminal;
+mod tty;
 
 use std::process::ExitCode;
 
@@ -22,16 +23,19 @@ struct Cli {
 enum Command {
     /// Build and manage guest images (kernel and template root filesystems).
     Image(commands::image::ImageArgs),
+    /// Boot a sandbox on this machine, run one command in it, then destroy it.
+    Run(commands::run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     terminal::init_tracing();
     let result = match cli.command {
-        Command::Image(args) => commands::image::run(args),
+        Command::Image(args) => commands::image::run(args).map(|()| 0),
+        Command::Run(args) => commands::run::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
             // The chain, not `{:?}`: that would add a backtrace whenever RUST_BACKTRACE is set.
             eprintln!("error: {error}");

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <cache>/staging/<template>/                 scratch copy, removed after packing
-//! <images>/templates/<template>/rootfs.ext4   read-only (0444) output
+//! <images>/templates/<template>/rootfs-<key>.ext4   read-only (0444) output, never replaced:
+//!                                                   overlays of running sandboxes point at it
 //! <images>/templates/<template>/template.json manifest, written last
 //! ```
 
@@ -25,8 +26,11 @@ use crate::images::{ImageStore, TemplateManifest};
 /// Bumped when staging changes (trim list, user, identity files), so templates are rebuilt.
 const TEMPLATE_BUILDER_VERSION: &str = "1";
 
-/// File name of the root filesystem inside the template directory.
-pub const ROOTFS_FILE: &str = "rootfs.ext4";
+/// File name of the root filesystem inside the template directory. The inputs key is part of
+/// it, so a rebuild writes a new file instead of changing one that overlays are backed by.
+pub fn rootfs_file(inputs_key: &str) -> String {
+    format!("rootfs-{inputs_key}.ext4")
+}
 
 /// Errors building a template image.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +153,9 @@ pub fn build(
 
     let template_dir = store.template_dir(name);
     std::fs::create_dir_all(&template_dir).map_err(io_err("create directory", &template_dir))?;
-    let tmp = template_dir.join(format!(".{ROOTFS_FILE}.tmp"));
+    let key = inputs_key(inputs);
+    let rootfs_file = rootfs_file(&key);
+    let tmp = template_dir.join(format!(".{rootfs_file}.tmp"));
     let superblock = ext4::make_image(&staging, &tmp, usage.bytes, progress).map_err(|source| {
         RootfsError::Pack {
             path: tmp.clone(),
@@ -162,7 +168,7 @@ pub fn build(
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io_err("flush", &tmp))?;
-    let rootfs_path = template_dir.join(ROOTFS_FILE);
+    let rootfs_path = template_dir.join(&rootfs_file);
     std::fs::rename(&tmp, &rootfs_path).map_err(io_err("install image", &rootfs_path))?;
     let rootfs_bytes = std::fs::metadata(&rootfs_path)
         .map_err(io_err("stat", &rootfs_path))?
@@ -171,9 +177,9 @@ pub fn build(
     let manifest = TemplateManifest {
         name: name.to_owned(),
         kernel: inputs.kernel_file.to_owned(),
-        rootfs: ROOTFS_FILE.to_owned(),
+        rootfs: rootfs_file,
         rootfs_bytes,
-        inputs_key: inputs_key(inputs),
+        inputs_key: key,
         created_at_ms: now_ms(),
     };
     let manifest_path = store.manifest_path(name);
@@ -243,14 +249,14 @@ mod tests {
         let manifest = TemplateManifest {
             name: "minimal".into(),
             kernel: "vmlinux-x".into(),
-            rootfs: ROOTFS_FILE.into(),
+            rootfs: rootfs_file("k"),
             rootfs_bytes: 1,
             inputs_key: "k".into(),
             created_at_ms: 0,
         };
         store.write_manifest(&manifest).unwrap();
         assert!(current(&store, "minimal", "k").is_none(), "image missing");
-        std::fs::write(store.template_dir("minimal").join(ROOTFS_FILE), "r").unwrap();
+        std::fs::write(store.template_dir("minimal").join(rootfs_file("k")), "r").unwrap();
         assert_eq!(current(&store, "minimal", "k"), Some(manifest));
         assert!(current(&store, "minimal", "other").is_none());
     }

@@ -36,12 +36,16 @@ pub fn netns_setup_batch(addrs: &SlotAddresses) -> String {
 }
 
 pub async fn batch(commands: &str, namespace: Namespace<'_>) -> Result<(), CommandError> {
-    command::run("ip", ["-batch", "-"], Some(commands), namespace).await.map(drop)
+    command::run("ip", ["-batch", "-"], Some(commands), namespace)
+        .await
+        .map(drop)
 }
 
 /// Deletes a namespace; its veth pair and TAP go with it.
 pub async fn delete_netns(netns: &str) -> Result<(), CommandError> {
-    command::run("ip", ["netns", "delete", netns], None, Namespace::Host).await.map(drop)
+    command::run("ip", ["netns", "delete", netns], None, Namespace::Host)
+        .await
+        .map(drop)
 }
 
 /// Names of all network namespaces on the host.
@@ -66,7 +70,9 @@ pub async fn list_links() -> Result<Vec<String>, CommandError> {
 }
 
 pub async fn delete_link(name: &str) -> Result<(), CommandError> {
-    command::run("ip", ["link", "delete", name], None, Namespace::Host).await.map(drop)
+    command::run("ip", ["link", "delete", name], None, Namespace::Host)
+        .await
+        .map(drop)
 }
 
 /// Path of a named namespace's bind mount.

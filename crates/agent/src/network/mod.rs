@@ -169,7 +169,10 @@ impl NetworkManager {
         };
         if let Err(source) = self.create(&slot).await {
             self.release(&slot).await;
-            return Err(NetworkError::Setup { netns: name, source });
+            return Err(NetworkError::Setup {
+                netns: name,
+                source,
+            });
         }
         Ok(slot)
     }
@@ -185,12 +188,20 @@ impl NetworkManager {
         )
         .await?;
         let netns_path = slot.netns_path();
-        ip::batch(&ip::netns_setup_batch(&slot.addrs), Namespace::Net(&netns_path)).await?;
+        ip::batch(
+            &ip::netns_setup_batch(&slot.addrs),
+            Namespace::Net(&netns_path),
+        )
+        .await?;
         enable_forwarding_in(&netns_path).map_err(|source| CommandError::Netns {
             path: netns_path.display().to_string(),
             source,
         })?;
-        nft::apply(&nft::netns_ruleset(&slot.addrs), Namespace::Net(&netns_path)).await?;
+        nft::apply(
+            &nft::netns_ruleset(&slot.addrs),
+            Namespace::Net(&netns_path),
+        )
+        .await?;
         if slot.internet == InternetAccess::Allowed {
             nft::allow_internet(&self.instance, &slot.host_veth).await?;
         }
@@ -253,7 +264,10 @@ mod tests {
                 ns_ip: Ipv4Addr::new(10, 200, 0, 2)
             }
         );
-        assert_eq!(SlotAddresses::for_index(net, 64).host_ip, Ipv4Addr::new(10, 200, 1, 1));
+        assert_eq!(
+            SlotAddresses::for_index(net, 64).host_ip,
+            Ipv4Addr::new(10, 200, 1, 1)
+        );
     }
 
     #[test]
@@ -274,7 +288,10 @@ mod tests {
         assert_eq!(manager.allocate_index().unwrap(), 1);
         assert_eq!(manager.allocate_index().unwrap(), 2);
         assert_eq!(manager.allocate_index().unwrap(), 3);
-        assert!(matches!(manager.allocate_index(), Err(NetworkError::Exhausted { capacity: 4 })));
+        assert!(matches!(
+            manager.allocate_index(),
+            Err(NetworkError::Exhausted { capacity: 4 })
+        ));
         manager.in_use.lock().unwrap().remove(&1);
         assert_eq!(manager.allocate_index().unwrap(), 1);
     }

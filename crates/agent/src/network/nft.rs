@@ -20,10 +20,6 @@ pub fn netns_ruleset(addrs: &SlotAddresses) -> String {
          \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t\tip daddr {ns} dnat to {GUEST_IP}\n\
          \t}}\n\
-         \tchain output {{\n\
-         \t\ttype nat hook output priority dstnat; policy accept;\n\
-         \t\tip daddr {ns} dnat to {GUEST_IP}\n\
-         \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"veth0\" ip saddr 172.16.0.0/24 masquerade\n\
@@ -71,14 +67,21 @@ pub fn host_ruleset(instance: &str) -> String {
 }
 
 pub async fn apply(ruleset: &str, namespace: Namespace<'_>) -> Result<(), CommandError> {
-    command::run("nft", ["-f", "-"], Some(ruleset), namespace).await.map(drop)
+    command::run("nft", ["-f", "-"], Some(ruleset), namespace)
+        .await
+        .map(drop)
 }
 
 pub async fn delete_host_table(instance: &str) -> Result<(), CommandError> {
     let table = host_table_name(instance);
-    command::run("nft", ["delete", "table", "inet", &table], None, Namespace::Host)
-        .await
-        .map(drop)
+    command::run(
+        "nft",
+        ["delete", "table", "inet", &table],
+        None,
+        Namespace::Host,
+    )
+    .await
+    .map(drop)
 }
 
 pub async fn allow_internet(instance: &str, host_veth: &str) -> Result<(), CommandError> {
@@ -96,7 +99,6 @@ pub async fn revoke_internet(instance: &str, host_veth: &str) -> Result<(), Comm
     );
     apply(&rule, Namespace::Host).await
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -80,7 +80,8 @@ impl SandboxActor {
             }
             Err(BootOutcome::Failed(error)) => {
                 tracing::warn!(error = %error, "sandbox failed to boot");
-                self.teardown(SandboxState::Error, Some(error.to_string())).await;
+                self.teardown(SandboxState::Error, Some(error.to_string()))
+                    .await;
                 let _ = ready.send(Err(error));
                 return;
             }

@@ -77,7 +77,10 @@ pub struct SandboxManager {
 impl SandboxManager {
     /// Prepares the host: picks the accelerator, reclaims what a previous run left behind and
     /// installs the firewall table.
-    pub async fn start(config: AgentConfig, vmm: Arc<dyn Vmm>) -> Result<(Self, ReclaimReport), StartError> {
+    pub async fn start(
+        config: AgentConfig,
+        vmm: Arc<dyn Vmm>,
+    ) -> Result<(Self, ReclaimReport), StartError> {
         config.validate()?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
             path: config.state_dir.clone(),
@@ -122,10 +125,15 @@ impl SandboxManager {
             max_vcpus: self.ctx.config.max_vcpus,
             host_memory_mb: self.host_memory_mb,
         })?;
-        let template = self.images.resolve(&request.template).map_err(|e| match e {
-            TemplateError::NotFound { .. } | TemplateError::InvalidName(_) => ApiError::NotFound(e.to_string()),
-            other => ApiError::internal(&other),
-        })?;
+        let template = self
+            .images
+            .resolve(&request.template)
+            .map_err(|e| match e {
+                TemplateError::NotFound { .. } | TemplateError::InvalidName(_) => {
+                    ApiError::NotFound(e.to_string())
+                }
+                other => ApiError::internal(&other),
+            })?;
         let template_mb = template.manifest.rootfs_bytes.div_ceil(1 << 20) as u32;
         let disk_mb = match request.disk_mb {
             0 => template_mb,
@@ -158,7 +166,10 @@ impl SandboxManager {
         {
             let mut sandboxes = self.sandboxes.lock().unwrap();
             if sandboxes.contains_key(&request.id) {
-                return Err(ApiError::AlreadyExists(format!("sandbox {} already exists", request.id)));
+                return Err(ApiError::AlreadyExists(format!(
+                    "sandbox {} already exists",
+                    request.id
+                )));
             }
             let allocated = allocated_memory_mb(&sandboxes);
             let capacity = self.host_memory_mb.saturating_sub(HOST_RESERVED_MB);
@@ -203,7 +214,12 @@ impl SandboxManager {
     fn handle(&self, id: &str) -> Result<SandboxHandle, ApiError> {
         let not_found = || ApiError::NotFound(format!("sandbox {id} not found"));
         let id = SandboxId::parse(id).map_err(|_| not_found())?;
-        self.sandboxes.lock().unwrap().get(&id).cloned().ok_or_else(not_found)
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or_else(not_found)
     }
 
     pub fn get(&self, id: &str) -> Result<SandboxInfo, ApiError> {
@@ -239,7 +255,10 @@ impl SandboxManager {
     pub async fn destroy(&self, id: &str) -> Result<(), ApiError> {
         let handle = self.handle(id)?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        match handle.commands.try_send(Command::Destroy { reply: reply_tx }) {
+        match handle
+            .commands
+            .try_send(Command::Destroy { reply: reply_tx })
+        {
             Ok(()) => {
                 // The owner replies after teardown; a closed channel means it already ended.
                 let _ = reply_rx.await;
@@ -259,7 +278,11 @@ impl SandboxManager {
 
     /// Destroys every sandbox (agent shutdown) and removes the host firewall table.
     pub async fn shutdown(&self) {
-        let ids: Vec<String> = self.list().into_iter().map(|info| info.id.to_string()).collect();
+        let ids: Vec<String> = self
+            .list()
+            .into_iter()
+            .map(|info| info.id.to_string())
+            .collect();
         let destroys = ids.iter().map(|id| self.destroy(id));
         for result in futures::future::join_all(destroys).await {
             if let Err(e) = result {
@@ -289,7 +312,12 @@ fn allocated_memory_mb(sandboxes: &HashMap<SandboxId, SandboxHandle>) -> u64 {
     sandboxes
         .values()
         .map(|handle| handle.info.borrow().clone())
-        .filter(|info| matches!(info.state, SandboxState::Starting | SandboxState::Running | SandboxState::Stopping))
+        .filter(|info| {
+            matches!(
+                info.state,
+                SandboxState::Starting | SandboxState::Running | SandboxState::Stopping
+            )
+        })
         .map(|info| u64::from(info.memory_mb))
         .sum()
 }

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use crate::ids::SandboxId;
 use crate::network::InternetAccess;
 
+pub(crate) use actor::vmm_name_prefix;
 pub use manager::SandboxManager;
 pub use request::CreateSandbox;
-pub(crate) use actor::vmm_name_prefix;
 
 /// Lifecycle state of a sandbox on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

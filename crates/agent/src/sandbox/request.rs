@@ -54,15 +54,21 @@ impl CreateSandbox {
         let invalid = |msg: String| Err(ApiError::InvalidArgument(msg));
         let id = match self.id.as_deref() {
             None | Some("") => SandboxId::generate(),
-            Some(id) => SandboxId::parse(id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?,
+            Some(id) => {
+                SandboxId::parse(id).map_err(|e| ApiError::InvalidArgument(e.to_string()))?
+            }
         };
-        validate_template_name(&self.template).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        validate_template_name(&self.template)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
         let vcpus = self.vcpus;
         if vcpus == 0 {
             return invalid("vcpus must be at least 1".into());
         }
         if vcpus > limits.max_vcpus {
-            return invalid(format!("vcpus {vcpus} is above this host's limit of {}", limits.max_vcpus));
+            return invalid(format!(
+                "vcpus {vcpus} is above this host's limit of {}",
+                limits.max_vcpus
+            ));
         }
         let memory_mb = self.memory_mb;
         if memory_mb < 64 {
@@ -75,11 +81,16 @@ impl CreateSandbox {
             ));
         }
         if self.disk_mb > MAX_DISK_MB {
-            return invalid(format!("disk_mb {} is above the limit of {MAX_DISK_MB}", self.disk_mb));
+            return invalid(format!(
+                "disk_mb {} is above the limit of {MAX_DISK_MB}",
+                self.disk_mb
+            ));
         }
         check_map("env", &self.env, MAX_ENV_ENTRIES)?;
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
-            return invalid(format!("env key {key:?} must be non-empty and contain no '='"));
+            return invalid(format!(
+                "env key {key:?} must be non-empty and contain no '='"
+            ));
         }
         check_map("metadata", &self.metadata, MAX_METADATA_ENTRIES)?;
         Ok(ValidCreate {
@@ -95,7 +106,11 @@ impl CreateSandbox {
     }
 }
 
-fn check_map(field: &str, map: &BTreeMap<String, String>, max_entries: usize) -> Result<(), ApiError> {
+fn check_map(
+    field: &str,
+    map: &BTreeMap<String, String>,
+    max_entries: usize,
+) -> Result<(), ApiError> {
     if map.len() > max_entries {
         return Err(ApiError::InvalidArgument(format!(
             "{field} has {} entries; at most {max_entries} are allowed",
@@ -103,7 +118,11 @@ fn check_map(field: &str, map: &BTreeMap<String, String>, max_entries: usize) ->
         )));
     }
     for (key, value) in map {
-        if key.len() > MAX_KEY_LEN || value.len() > MAX_VALUE_LEN || key.contains('\0') || value.contains('\0') {
+        if key.len() > MAX_KEY_LEN
+            || value.len() > MAX_VALUE_LEN
+            || key.contains('\0')
+            || value.contains('\0')
+        {
             return Err(ApiError::InvalidArgument(format!(
                 "{field} entry {:?} is too long or contains NUL (keys ≤ {MAX_KEY_LEN} bytes, values ≤ {MAX_VALUE_LEN})",
                 key.chars().take(40).collect::<String>()
@@ -146,27 +165,89 @@ mod tests {
     #[test]
     fn bad_requests_are_invalid_arguments_naming_the_field() {
         let cases: Vec<(CreateSandbox, &str)> = vec![
-            (CreateSandbox { template: "../etc".into(), ..request() }, "template name"),
-            (CreateSandbox { template: "a/b".into(), ..request() }, "template name"),
-            (CreateSandbox { memory_mb: 9000, ..request() }, "memory_mb"),
-            (CreateSandbox { memory_mb: 1, ..request() }, "memory_mb"),
-            (CreateSandbox { memory_mb: 0, ..request() }, "memory_mb"),
-            (CreateSandbox { vcpus: 0, ..request() }, "vcpus"),
-            (CreateSandbox { vcpus: 5, ..request() }, "vcpus"),
-            (CreateSandbox { disk_mb: u32::MAX, ..request() }, "disk_mb"),
-            (CreateSandbox { id: Some("sb-../x".into()), ..request() }, "sandbox id"),
             (
-                CreateSandbox { env: [("A=B".to_string(), "x".to_string())].into(), ..request() },
+                CreateSandbox {
+                    template: "../etc".into(),
+                    ..request()
+                },
+                "template name",
+            ),
+            (
+                CreateSandbox {
+                    template: "a/b".into(),
+                    ..request()
+                },
+                "template name",
+            ),
+            (
+                CreateSandbox {
+                    memory_mb: 9000,
+                    ..request()
+                },
+                "memory_mb",
+            ),
+            (
+                CreateSandbox {
+                    memory_mb: 1,
+                    ..request()
+                },
+                "memory_mb",
+            ),
+            (
+                CreateSandbox {
+                    memory_mb: 0,
+                    ..request()
+                },
+                "memory_mb",
+            ),
+            (
+                CreateSandbox {
+                    vcpus: 0,
+                    ..request()
+                },
+                "vcpus",
+            ),
+            (
+                CreateSandbox {
+                    vcpus: 5,
+                    ..request()
+                },
+                "vcpus",
+            ),
+            (
+                CreateSandbox {
+                    disk_mb: u32::MAX,
+                    ..request()
+                },
+                "disk_mb",
+            ),
+            (
+                CreateSandbox {
+                    id: Some("sb-../x".into()),
+                    ..request()
+                },
+                "sandbox id",
+            ),
+            (
+                CreateSandbox {
+                    env: [("A=B".to_string(), "x".to_string())].into(),
+                    ..request()
+                },
                 "env key",
             ),
             (
-                CreateSandbox { metadata: [("k".to_string(), "v".repeat(9000))].into(), ..request() },
+                CreateSandbox {
+                    metadata: [("k".to_string(), "v".repeat(9000))].into(),
+                    ..request()
+                },
                 "metadata",
             ),
         ];
         for (req, needle) in cases {
             match req.validate(limits()) {
-                Err(ApiError::InvalidArgument(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
+                Err(ApiError::InvalidArgument(msg)) => {
+                    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}")
+                }
                 other => panic!("expected InvalidArgument for {needle}, got {other:?}"),
             }
         }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::process::{Child, Command};
 
 use super::qmp::QmpClient;
-use super::{tail_of_file, VmExit, VmInstance, Vmm, VmmError, VmSpec};
+use super::{tail_of_file, VmExit, VmInstance, VmSpec, Vmm, VmmError};
 use crate::accel::Accelerator;
 
 const QMP_SOCKET: &str = "qmp.sock";
@@ -49,9 +49,17 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     push(&["-name", &format!("guest={},debug-threads=off", spec.name)]);
     // acpi=off makes QEMU describe the virtio-mmio devices on the kernel command line, which our
     // ACPI-less kernel needs. The RTC stays on: without it the guest kernel spins ~1 s at boot.
-    push(&["-M", "microvm,x-option-roms=off,acpi=off,memory-backend=mem"]);
+    push(&[
+        "-M",
+        "microvm,x-option-roms=off,acpi=off,memory-backend=mem",
+    ]);
     push(&["-accel", accel, "-cpu", cpu]);
-    push(&["-smp", &spec.vcpus.to_string(), "-m", &format!("{}M", spec.memory_mb)]);
+    push(&[
+        "-smp",
+        &spec.vcpus.to_string(),
+        "-m",
+        &format!("{}M", spec.memory_mb),
+    ]);
     push(&[
         "-object",
         &format!(
@@ -60,7 +68,13 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
             run(MEMORY_FILE).display()
         ),
     ]);
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     push(&["-serial", &format!("file:{}", run(CONSOLE_LOG).display())]);
     push(&["-kernel", &spec.kernel.display().to_string()]);
     // reboot=t: a guest reboot resets through the triple-fault path, which -no-reboot turns
@@ -68,13 +82,19 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
     push(&["-append", &format!("{} reboot=t", spec.kernel_args)]);
     push(&[
         "-drive",
-        &format!("id=root,file={},format=qcow2,if=none,discard=unmap", spec.root_disk.display()),
+        &format!(
+            "id=root,file={},format=qcow2,if=none,discard=unmap",
+            spec.root_disk.display()
+        ),
         "-device",
         "virtio-blk-device,drive=root",
     ]);
     push(&[
         "-netdev",
-        &format!("tap,id=net0,ifname={},script=no,downscript=no", spec.network.tap),
+        &format!(
+            "tap,id=net0,ifname={},script=no,downscript=no",
+            spec.network.tap
+        ),
         "-device",
         &format!("virtio-net-device,netdev=net0,mac={}", spec.network.mac),
     ]);
@@ -84,7 +104,10 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         "-device",
         "virtio-rng-device,rng=rng0",
     ]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", run(QMP_SOCKET).display())]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", run(QMP_SOCKET).display()),
+    ]);
     args
 }
 
@@ -176,7 +199,12 @@ impl VmInstance for QemuInstance {
     }
 
     async fn wait_exit(&mut self) -> VmExit {
-        let code = self.child.wait().await.ok().and_then(|status| status.code());
+        let code = self
+            .child
+            .wait()
+            .await
+            .ok()
+            .and_then(|status| status.code());
         VmExit {
             code,
             log_tail: log_tail(&self.run_dir),

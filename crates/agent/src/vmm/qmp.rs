@@ -76,7 +76,11 @@ impl QmpClient {
 
     /// Runs one command and returns its `return` value. Asynchronous events that arrive in
     /// between are skipped.
-    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
+    pub async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
         let mut message = json!({ "execute": command });
         if let Some(arguments) = arguments {
             message["arguments"] = arguments;

@@ -6,8 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,9 +20,6 @@ use wrenn_agent_api::v1 as pb;
 use wrenn_agent_api::v1::host_agent_client::HostAgentClient;
 
 pub type Client = HostAgentClient<Channel>;
-
-/// Test instances take a lock file each; at most this many agents run at once.
-const MAX_INSTANCES: u32 = 60;
 
 pub fn images_dir() -> PathBuf {
     std::env::var_os("WRENN_IMAGES_DIR")
@@ -41,41 +36,31 @@ pub fn ready_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// An instance slot reserved through an exclusive lock file, released when dropped.
-pub struct InstanceLease {
-    pub index: u32,
-    _lock: File,
-}
+/// The test's agent identity: a lease from the tests' pool.
+pub struct InstanceLease(pub wrenn_agent::lease::InstanceLease);
 
 impl InstanceLease {
     pub fn acquire() -> Self {
-        let dir = PathBuf::from("/run/wrenn-tests");
-        std::fs::create_dir_all(&dir).expect("create /run/wrenn-tests (tests must run as root)");
-        for index in 0..MAX_INSTANCES {
-            let file = File::create(dir.join(format!("{index}.lock"))).unwrap();
-            // SAFETY: flock on a file descriptor we own; no memory is involved.
-            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if locked {
-                return Self { index, _lock: file };
-            }
-        }
-        panic!("all {MAX_INSTANCES} test agent instances are busy");
+        Self(
+            wrenn_agent::lease::TESTS
+                .acquire()
+                .expect("take a test agent lease"),
+        )
     }
 
     pub fn instance(&self) -> String {
-        format!("t{}", self.index)
+        self.0.instance()
     }
 
     pub fn slot_network(&self) -> String {
-        format!("10.250.{}.0/22", self.index * 4)
+        self.0.slot_network()
     }
 
     pub fn config(&self, state_dir: &std::path::Path) -> AgentConfig {
         let mut config = AgentConfig::new(state_dir);
         config.images_dir = images_dir();
         config.state_dir = state_dir.join("sandboxes");
-        config.instance = self.instance();
-        config.slot_network = self.slot_network().parse().unwrap();
+        self.0.apply(&mut config);
         config.ready_timeout = ready_timeout();
         config
     }
@@ -97,10 +82,15 @@ impl TestHost {
             "template 'minimal' is not built in {}: run `scripts/test` or `wrenn image build` first",
             images_dir().display()
         );
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("wrenn_agent=debug").try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("wrenn_agent=debug")
+            .try_init();
         let lease = InstanceLease::acquire();
         let state = tempfile::tempdir().unwrap();
-        let agent = Agent::start(lease.config(state.path())).await.expect("start agent");
+        let agent = Agent::start(lease.config(state.path()))
+            .await
+            .expect("start agent");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -132,6 +122,9 @@ impl TestHost {
 
     /// Stops the agent the way SIGTERM does: every sandbox destroyed, host table removed.
     pub async fn stop(mut self) {
+        // Our own connection would otherwise hold graceful shutdown open.
+        self.client =
+            HostAgentClient::new(Channel::from_static("http://127.0.0.1:1").connect_lazy());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -145,7 +138,11 @@ impl TestHost {
     }
 
     pub async fn create_with(&mut self, request: pb::CreateSandboxRequest) -> pb::Sandbox {
-        self.client.create_sandbox(request).await.expect("create sandbox").into_inner()
+        self.client
+            .create_sandbox(request)
+            .await
+            .expect("create sandbox")
+            .into_inner()
     }
 
     /// Runs `cmd args…` to completion.
@@ -228,7 +225,10 @@ pub async fn collect(
 /// Host objects belonging to a test instance: (netns, links, VMM pids).
 pub fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
     let list = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let prefix = format!("{instance}-");

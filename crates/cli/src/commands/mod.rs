@@ -1,3 +1,4 @@
 //! One module per `wrenn` subcommand group.
 
 pub mod image;
+pub mod run;
