@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -65,40 +68,19 @@ impl EnvdClient {
         mut init: InitRequest,
         timeout: Duration,
     ) -> Result<Self, ReadyError> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .expect("socket addresses form valid URIs")
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        let mut last_error = String::from("no attempt yet");
-        let channel = loop {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ReadyError::Timeout {
-                    addr,
-                    timeout,
-                    last_error,
-                });
-            }
-            match endpoint.connect().await {
-                Ok(channel) => {
-                    let mut health = EnvdRpc::new(channel.clone());
-                    match tokio::time::timeout(
-                        Duration::from_secs(2),
-                        health.health(HealthRequest {}),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => break channel,
-                        Ok(Err(status)) => last_error = status.to_string(),
-                        Err(_) => last_error = "health check timed out".into(),
-                    }
-                }
-                Err(e) => last_error = crate::error::error_chain(&e),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let channel = first_healthy_channel(&endpoint, timeout)
+            .await
+            .map_err(|last_error| ReadyError::Timeout {
+                addr,
+                timeout,
+                last_error,
+            })?;
         let token = MetadataValue::try_from(format!("Bearer {}", init.access_token))
             .expect("tokens are hex and therefore valid metadata");
         let client = Self {
@@ -127,6 +109,43 @@ impl EnvdClient {
     pub fn files(&self) -> FilesystemClient<Authed> {
         FilesystemClient::with_interceptor(self.channel.clone(), self.token.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Starts a connection attempt every few milliseconds while earlier ones are still pending and
+/// takes the first that answers Health. A single attempt at a time would be slow: a SYN sent
+/// before the guest's network is up waits for ARP retries or its own timeout, while a fresh
+/// attempt started just after envd listens succeeds at once.
+async fn first_healthy_channel(endpoint: &Endpoint, timeout: Duration) -> Result<Channel, String> {
+    const ATTEMPT_EVERY: Duration = Duration::from_millis(20);
+    const MAX_PENDING: usize = 64;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempts = FuturesUnordered::new();
+    let mut ticker = tokio::time::interval(ATTEMPT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::from("no attempt finished");
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if attempts.len() < MAX_PENDING => attempts.push(healthy_channel(endpoint.clone())),
+            Some(result) = attempts.next() => match result {
+                Ok(channel) => return Ok(channel),
+                Err(error) => last_error = error,
+            },
+            () = tokio::time::sleep_until(deadline) => return Err(last_error),
+        }
+    }
+}
+
+async fn healthy_channel(endpoint: Endpoint) -> Result<Channel, String> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| crate::error::error_chain(&e))?;
+    let mut health = EnvdRpc::new(channel.clone());
+    match tokio::time::timeout(Duration::from_secs(2), health.health(HealthRequest {})).await {
+        Ok(Ok(_)) => Ok(channel),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("health check timed out".into()),
     }
 }
 

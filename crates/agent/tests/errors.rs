@@ -136,3 +136,33 @@ async fn bad_create_requests_are_rejected_before_touching_the_host() {
     assert_eq!(status.code(), Code::AlreadyExists);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_does_not_answer_in_time_fails_create_clearly_and_leaves_nothing() {
+    let mut host =
+        TestHost::start_with(|config| config.ready_timeout = std::time::Duration::from_millis(300))
+            .await;
+    let status = host
+        .client
+        .create_sandbox(create_request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(
+        status.message().contains("did not answer within"),
+        "{status}"
+    );
+    let (netns, links, pids) = host_objects(&host.instance());
+    assert!(
+        netns.is_empty() && links.is_empty() && pids.is_empty(),
+        "{netns:?} {links:?} {pids:?}"
+    );
+    let listed = host
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.sandboxes.is_empty());
+    host.stop().await;
+}

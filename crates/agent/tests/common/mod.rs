@@ -77,6 +77,11 @@ pub struct TestHost {
 
 impl TestHost {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts an agent whose configuration `adjust` may change first.
+    pub async fn start_with(adjust: impl FnOnce(&mut AgentConfig)) -> Self {
         assert!(
             images_dir().join("templates/minimal/template.json").exists(),
             "template 'minimal' is not built in {}: run `scripts/test` or `wrenn image build` first",
@@ -88,9 +93,9 @@ impl TestHost {
             .try_init();
         let lease = InstanceLease::acquire();
         let state = tempfile::tempdir().unwrap();
-        let agent = Agent::start(lease.config(state.path()))
-            .await
-            .expect("start agent");
+        let mut config = lease.config(state.path());
+        adjust(&mut config);
+        let agent = Agent::start(config).await.expect("start agent");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,470 @@
+//! VM benchmark: boot, exec round trip, file throughput and memory per sandbox, each printed
+//! next to the floor it is compared with, measured in the same run on the same machine.
+//!
+//! Run as root with images built: `cargo bench -p wrenn-agent --bench vm`.
+//! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tonic::transport::Channel;
+use wrenn_agent::config::{AgentConfig, SlotNetwork};
+use wrenn_agent::images::ImageStore;
+use wrenn_agent::network::SlotAddresses;
+use wrenn_agent::server::Agent;
+use wrenn_agent_api::envd;
+use wrenn_agent_api::v1 as pb;
+use wrenn_agent_api::v1::host_agent_client::HostAgentClient;
+
+type Client = HostAgentClient<Channel>;
+
+const TRANSFER_BYTES: usize = 10 << 20;
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sorted samples in milliseconds (or any unit).
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn new(mut values: Vec<f64>) -> Self {
+        values.sort_by(|a, b| a.total_cmp(b));
+        Self(values)
+    }
+    fn quantile(&self, q: f64) -> f64 {
+        let index = ((self.0.len() as f64 - 1.0) * q).round() as usize;
+        self.0[index]
+    }
+    fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+    fn p99(&self) -> f64 {
+        self.quantile(0.99)
+    }
+}
+
+struct Row {
+    name: &'static str,
+    ours: Samples,
+    floor: Option<(&'static str, Samples)>,
+    unit: &'static str,
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(()); // `cargo test --benches` asks benches to list tests.
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let images_dir = std::env::var_os("WRENN_IMAGES_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/wrenn/images"), PathBuf::from);
+    let template = ImageStore::new(&images_dir).resolve("minimal")?;
+    let lease = wrenn_agent::lease::BENCHES.acquire()?;
+    let state = tempfile::tempdir()?;
+    let mut config = AgentConfig::new(state.path());
+    config.images_dir = images_dir.clone();
+    config.state_dir = state.path().join("sandboxes");
+    lease.apply(&mut config);
+    let slot_network: SlotNetwork = lease.slot_network().parse().map_err(anyhow::Error::msg)?;
+    let agent = Agent::start(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(agent.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut client = HostAgentClient::connect(format!("http://{addr}")).await?;
+    let boots = env_count("WRENN_BENCH_BOOTS", 5);
+    let execs = env_count("WRENN_BENCH_EXECS", 100);
+    let mut rows = Vec::new();
+
+    eprintln!("floor: bare QEMU boot of the same kernel to a static init ({boots}x)");
+    let mut floor_boot = Vec::new();
+    let initrd = StaticInitrd::build()?;
+    for _ in 0..boots {
+        floor_boot.push(initrd.boot_ms(&template.kernel_path)?);
+    }
+    eprintln!("cold boot to envd ready ({boots}x)");
+    let mut cold_boot = Vec::new();
+    for _ in 0..boots {
+        let started = Instant::now();
+        let sandbox = client.create_sandbox(create_request()).await?.into_inner();
+        cold_boot.push(started.elapsed().as_secs_f64() * 1e3);
+        destroy(&mut client, &sandbox.sandbox_id).await?;
+    }
+    rows.push(Row {
+        name: "cold boot -> envd ready",
+        ours: Samples::new(cold_boot),
+        floor: Some(("bare boot to static init", Samples::new(floor_boot))),
+        unit: "ms",
+    });
+
+    let id = client
+        .create_sandbox(create_request())
+        .await?
+        .into_inner()
+        .sandbox_id;
+    let guest = SlotAddresses::for_index(slot_network, 0).ns_ip;
+    start_background(&mut client, &id, ECHO_SERVER).await?;
+    start_background(&mut client, &id, SINK_SERVER).await?;
+    start_background(&mut client, &id, SOURCE_SERVER).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    eprintln!("exec `true` round trip ({execs}x)");
+    let mut exec_ms = Vec::new();
+    for _ in 0..execs {
+        let started = Instant::now();
+        let out = client
+            .exec(pb::ExecRequest {
+                sandbox_id: id.clone(),
+                process: Some(envd::ProcessSpec {
+                    cmd: "true".into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(out.exit.is_some_and(|e| e.exit_code == 0), "true failed");
+        exec_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let tcp_rtt = tcp_round_trips(SocketAddr::from((guest, 7000)), execs * 2)?;
+    rows.push(Row {
+        name: "exec `true` round trip",
+        ours: Samples::new(exec_ms),
+        floor: Some(("raw TCP round trip", Samples::new(tcp_rtt))),
+        unit: "ms",
+    });
+
+    eprintln!("10 MiB write and read (5x each)");
+    let data = vec![0x5au8; TRANSFER_BYTES];
+    let (mut write, mut read, mut raw_up, mut raw_down) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        write.push(mib_per_s(write_file(&mut client, &id, &data).await?));
+        read.push(mib_per_s(read_file(&mut client, &id).await?));
+        raw_up.push(mib_per_s(raw_upload(
+            SocketAddr::from((guest, 7001)),
+            &data,
+        )?));
+        raw_down.push(mib_per_s(raw_download(SocketAddr::from((guest, 7002)))?));
+    }
+    rows.push(Row {
+        name: "10 MiB write",
+        ours: Samples::new(write),
+        floor: Some(("raw TCP upload", Samples::new(raw_up))),
+        unit: "MiB/s",
+    });
+    rows.push(Row {
+        name: "10 MiB read",
+        ours: Samples::new(read),
+        floor: Some(("raw TCP download", Samples::new(raw_down))),
+        unit: "MiB/s",
+    });
+    destroy(&mut client, &id).await?;
+
+    eprintln!("memory of idle sandboxes (4 at once, 256 MiB each, 5 s idle)");
+    let creates = (0..4).map(|_| {
+        let mut client = client.clone();
+        async move { client.create_sandbox(create_request()).await }
+    });
+    let ids: Vec<String> = futures::future::try_join_all(creates)
+        .await?
+        .into_iter()
+        .map(|r| r.into_inner().sandbox_id)
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()));
+    let pss: Vec<f64> = pids.iter().filter_map(|pid| pss_mib(*pid)).collect();
+    rows.push(Row {
+        name: "PSS per idle sandbox",
+        ours: Samples::new(pss),
+        floor: None,
+        unit: "MiB",
+    });
+    for id in &ids {
+        destroy(&mut client, id).await?;
+    }
+
+    let _ = stop.send(());
+    drop(client);
+    server.await??;
+    print_table(&rows);
+    Ok(())
+}
+
+fn create_request() -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        template: "minimal".into(),
+        vcpus: 1,
+        memory_mb: 256,
+        internet: pb::InternetAccess::Blocked as i32,
+        ..Default::default()
+    }
+}
+
+async fn destroy(client: &mut Client, id: &str) -> anyhow::Result<()> {
+    client
+        .destroy_sandbox(pb::DestroySandboxRequest {
+            sandbox_id: id.into(),
+        })
+        .await?;
+    Ok(())
+}
+
+const ECHO_SERVER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',7000));s.listen()\nwhile True:\n c,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n while True:\n  d=c.recv(65536)\n  if not d: break\n  c.sendall(d)\n c.close()";
+const SINK_SERVER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',7001));s.listen()\nwhile True:\n c,_=s.accept()\n while c.recv(1<<20): pass\n c.sendall(b'k');c.close()";
+const SOURCE_SERVER: &str = "import socket\nb=b'Z'*(10<<20)\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',7002));s.listen()\nwhile True:\n c,_=s.accept();c.sendall(b);c.close()";
+
+async fn start_background(client: &mut Client, id: &str, script: &str) -> anyhow::Result<()> {
+    let stream = client
+        .start_process(pb::StartProcessRequest {
+            sandbox_id: id.into(),
+            process: Some(envd::ProcessSpec {
+                cmd: "python3".into(),
+                args: vec!["-c".into(), script.into()],
+                ..Default::default()
+            }),
+        })
+        .await?;
+    drop(stream);
+    Ok(())
+}
+
+fn connect_retrying(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let mut last = None;
+    for _ in 0..100 {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last.unwrap().into())
+}
+
+fn tcp_round_trips(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<f64>> {
+    let mut stream = connect_retrying(addr)?;
+    stream.set_nodelay(true)?;
+    let mut byte = [0u8; 1];
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        stream.write_all(b"x")?;
+        stream.read_exact(&mut byte)?;
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(samples)
+}
+
+fn raw_upload(addr: SocketAddr, data: &[u8]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut stream = connect_retrying(addr)?;
+    stream.write_all(data)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut ack = [0u8; 1];
+    stream.read_exact(&mut ack)?;
+    Ok(started.elapsed())
+}
+
+fn raw_download(addr: SocketAddr) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut stream = connect_retrying(addr)?;
+    let mut received = Vec::with_capacity(TRANSFER_BYTES);
+    stream.read_to_end(&mut received)?;
+    anyhow::ensure!(
+        received.len() == TRANSFER_BYTES,
+        "short download: {}",
+        received.len()
+    );
+    Ok(started.elapsed())
+}
+
+async fn write_file(client: &mut Client, id: &str, data: &[u8]) -> anyhow::Result<Duration> {
+    let mut parts = vec![pb::WriteFileRequest {
+        sandbox_id: id.into(),
+        part: Some(envd::WriteFileRequest {
+            part: Some(envd::write_file_request::Part::Header(
+                envd::WriteFileHeader {
+                    path: "/tmp/bench.bin".into(),
+                    ..Default::default()
+                },
+            )),
+        }),
+    }];
+    parts.extend(data.chunks(256 << 10).map(|chunk| pb::WriteFileRequest {
+        sandbox_id: String::new(),
+        part: Some(envd::WriteFileRequest {
+            part: Some(envd::write_file_request::Part::Data(chunk.to_vec())),
+        }),
+    }));
+    let started = Instant::now();
+    client.write_file(futures::stream::iter(parts)).await?;
+    Ok(started.elapsed())
+}
+
+async fn read_file(client: &mut Client, id: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut stream = client
+        .read_file(pb::ReadFileRequest {
+            sandbox_id: id.into(),
+            path: "/tmp/bench.bin".into(),
+        })
+        .await?
+        .into_inner();
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        total += chunk?.data.len();
+    }
+    anyhow::ensure!(total == TRANSFER_BYTES, "short read: {total}");
+    Ok(started.elapsed())
+}
+
+fn mib_per_s(elapsed: Duration) -> f64 {
+    (TRANSFER_BYTES as f64 / f64::from(1 << 20)) / elapsed.as_secs_f64()
+}
+
+/// Proportional set size of a process, from smaps_rollup.
+fn pss_mib(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb: f64 = text
+        .lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// An initramfs whose /init is static busybox printing a marker: the floor for boot time.
+struct StaticInitrd {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+const READY_MARKER: &str = "WRENN-FLOOR-READY";
+
+impl StaticInitrd {
+    fn build() -> anyhow::Result<Self> {
+        let busybox = Path::new("/bin/busybox");
+        anyhow::ensure!(
+            busybox.exists(),
+            "the boot floor needs static busybox: apt-get install busybox-static"
+        );
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("root");
+        for sub in ["bin", "dev"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        std::fs::copy(busybox, root.join("bin/busybox"))?;
+        let init = root.join("init");
+        std::fs::write(
+            &init,
+            format!(
+                "#!/bin/busybox sh\n/bin/busybox echo {READY_MARKER}\n/bin/busybox reboot -f\n"
+            ),
+        )?;
+        std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        nix::sys::stat::mknod(
+            &root.join("dev/console"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(5, 1),
+        )?;
+        let path = dir.path().join("initrd.cpio");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd {} && find . | cpio -o -H newc --quiet > {}",
+                root.display(),
+                path.display()
+            ))
+            .status()?;
+        anyhow::ensure!(status.success(), "cpio failed");
+        Ok(Self { _dir: dir, path })
+    }
+
+    /// Spawn to marker, with the same machine options the QEMU driver uses.
+    fn boot_ms(&self, kernel: &Path) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-M",
+                "microvm,x-option-roms=off,acpi=off",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+            ])
+            .args([
+                "-smp",
+                "1",
+                "-m",
+                "256M",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+            ])
+            .args(["-no-reboot", "-serial", "stdio", "-kernel"])
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(&self.path)
+            .args([
+                "-append",
+                "console=ttyS0 quiet panic=-1 reboot=t rdinit=/init",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().unwrap();
+        let mut elapsed = None;
+        for line in BufReader::new(stdout).lines() {
+            if line?.contains(READY_MARKER) {
+                elapsed = Some(started.elapsed());
+                break;
+            }
+        }
+        let _ = child.kill();
+        child.wait()?;
+        let elapsed =
+            elapsed.ok_or_else(|| anyhow::anyhow!("the floor VM never printed its marker"))?;
+        Ok(elapsed.as_secs_f64() * 1e3)
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| measurement | ours p50 | ours p99 | floor | floor p50 | ratio (ours/floor p50) |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        let (floor_name, floor_p50, ratio) = match &row.floor {
+            Some((name, floor)) => (
+                *name,
+                format!("{:.2} {}", floor.median(), row.unit),
+                format!("{:.2}x", row.ours.median() / floor.median()),
+            ),
+            None => ("—", "—".into(), "—".into()),
+        };
+        println!(
+            "| {} | {:.2} {unit} | {:.2} {unit} | {floor_name} | {floor_p50} | {ratio} |",
+            row.name,
+            row.ours.median(),
+            row.ours.p99(),
+            unit = row.unit,
+        );
+    }
+}
