@@ -78,6 +78,12 @@ async fn run() -> anyhow::Result<()> {
     config.images_dir = images_dir.clone();
     config.state_dir = state.path().join("sandboxes");
     lease.apply(&mut config);
+    if let Some(mb) = std::env::var("WRENN_TCG_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.tcg_cache_mb = mb;
+    }
     let slot_network: SlotNetwork = lease.slot_network().parse().map_err(anyhow::Error::msg)?;
     let agent = Agent::start(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

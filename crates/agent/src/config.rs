@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub accelerator: AcceleratorChoice,
     pub qemu_binary: PathBuf,
     pub qemu_img_binary: PathBuf,
+    /// TCG translated-code cache per VM, in MiB (software emulation only).
+    pub tcg_cache_mb: u32,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
@@ -89,6 +91,7 @@ impl AgentConfig {
             accelerator: AcceleratorChoice::Auto,
             qemu_binary: "qemu-system-x86_64".into(),
             qemu_img_binary: "qemu-img".into(),
+            tcg_cache_mb: 32,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
         }

@@ -26,6 +26,9 @@ fn state_to_wire(state: SandboxState) -> pb::SandboxState {
     match state {
         SandboxState::Starting => pb::SandboxState::Starting,
         SandboxState::Running => pb::SandboxState::Running,
+        SandboxState::Pausing => pb::SandboxState::Pausing,
+        SandboxState::Paused => pb::SandboxState::Paused,
+        SandboxState::Resuming => pb::SandboxState::Resuming,
         SandboxState::Stopping => pb::SandboxState::Stopping,
         SandboxState::Stopped => pb::SandboxState::Stopped,
         SandboxState::Error => pb::SandboxState::Error,

@@ -17,6 +17,10 @@ use wrenn_envd_api::v1::filesystem_client::FilesystemClient;
 use wrenn_envd_api::v1::process_client::ProcessClient;
 use wrenn_envd_api::v1::{HealthRequest, InitRequest};
 
+/// HTTP/2 flow-control windows on agent connections; the 64 KiB default throttles transfers.
+pub const HTTP2_STREAM_WINDOW: u32 = 4 << 20;
+pub const HTTP2_CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// Largest message either side accepts (file chunks are far smaller; exec output may not be).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -72,6 +76,8 @@ impl EnvdClient {
             .expect("socket addresses form valid URIs")
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         let channel = first_healthy_channel(&endpoint, timeout)

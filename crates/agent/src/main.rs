@@ -33,6 +33,10 @@ struct Args {
     /// auto, kvm or tcg.
     #[arg(long, env = "WRENN_ACCELERATOR", default_value = "auto")]
     accelerator: AcceleratorChoice,
+    /// TCG translated-code cache per VM in MiB (software emulation only): smaller saves memory,
+    /// larger saves retranslation in CPU-heavy guests.
+    #[arg(long, env = "WRENN_TCG_CACHE_MB", default_value_t = 32)]
+    tcg_cache_mb: u32,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     config.slot_network = args.slot_network;
     config.accelerator = args.accelerator;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
+    config.tcg_cache_mb = args.tcg_cache_mb;
 
     let agent = Agent::start(config).await.context("start host agent")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

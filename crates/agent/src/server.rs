@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use wrenn_agent_api::v1::host_agent_server::HostAgentServer;
 
 use crate::config::AgentConfig;
-use crate::envd_client::MAX_MESSAGE_BYTES;
+use crate::envd_client::{HTTP2_CONNECTION_WINDOW, HTTP2_STREAM_WINDOW, MAX_MESSAGE_BYTES};
 use crate::reclaim::ReclaimReport;
 use crate::sandbox::manager::StartError;
 use crate::sandbox::SandboxManager;
@@ -30,7 +30,10 @@ pub struct Agent {
 impl Agent {
     /// Prepares the host with the QEMU driver.
     pub async fn start(config: AgentConfig) -> Result<Self, StartError> {
-        let vmm = Arc::new(QemuVmm::new(config.qemu_binary.clone()));
+        let vmm = Arc::new(QemuVmm::new(
+            config.qemu_binary.clone(),
+            config.tcg_cache_mb,
+        ));
         let (manager, reclaimed) = SandboxManager::start(config, vmm).await?;
         Ok(Self {
             manager: Arc::new(manager),
@@ -50,6 +53,9 @@ impl Agent {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (stop_server, server_stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .tcp_nodelay(true)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;

@@ -102,6 +102,25 @@ impl HostAgent for AgentService {
         Ok(Response::new(pb::DestroySandboxResponse {}))
     }
 
+    async fn pause_sandbox(
+        &self,
+        request: Request<pb::PauseSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let info = self.manager.pause(&request.into_inner().sandbox_id).await?;
+        Ok(Response::new(sandbox_to_wire(&info)))
+    }
+
+    async fn resume_sandbox(
+        &self,
+        request: Request<pb::ResumeSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let info = self
+            .manager
+            .resume(&request.into_inner().sandbox_id)
+            .await?;
+        Ok(Response::new(sandbox_to_wire(&info)))
+    }
+
     type WatchSandboxesStream = BoxStream<pb::SandboxEvent>;
 
     async fn watch_sandboxes(

@@ -28,6 +28,9 @@ pub enum ServerError {
 }
 
 /// Serves all services on `listener` until the process ends.
+const HTTP2_STREAM_WINDOW: u32 = 4 << 20;
+const HTTP2_CONNECTION_WINDOW: u32 = 8 << 20;
+
 pub async fn serve(listener: TcpListener, state: Arc<State>) -> Result<(), ServerError> {
     let interceptor = AuthInterceptor::new(Arc::clone(&state.auth));
     let process = ProcessServer::new(ProcessService::new(Arc::clone(&state)))
@@ -50,6 +53,11 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) -> Result<(), Serve
         accepted
     });
     Server::builder()
+        // Large HTTP/2 windows: with the default 64 KiB, file transfers stall on flow control
+        // long before the link or the disk is the limit.
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .tcp_nodelay(true)
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_service(EnvdServer::new(EnvdService::new(state)))
         .add_service(InterceptedService::new(process, interceptor.clone()))

@@ -71,7 +71,7 @@ async fn read(envd: &Envd, path: &Path) -> Vec<u8> {
     let mut contents = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
-        assert!(chunk.data.len() <= 64 * 1024);
+        assert!(chunk.data.len() <= envd::files::READ_CHUNK);
         contents.extend_from_slice(&chunk.data);
     }
     contents

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{SlotAddresses, GATEWAY_IP, TAP_NAME};
+use super::{SlotAddresses, GATEWAY_IP, GATEWAY_MAC, TAP_NAME};
 use crate::command::{self, CommandError, Namespace};
 
 /// Name the sandbox-side end of the veth pair gets inside the namespace.
@@ -27,6 +27,7 @@ pub fn netns_setup_batch(addrs: &SlotAddresses) -> String {
          addr add {ns}/30 dev {NS_VETH}\n\
          link set {NS_VETH} up\n\
          tuntap add dev {TAP_NAME} mode tap\n\
+         link set {TAP_NAME} address {GATEWAY_MAC}\n\
          addr add {GATEWAY_IP}/24 dev {TAP_NAME}\n\
          link set {TAP_NAME} up\n\
          route add default via {host}\n",
@@ -94,5 +95,6 @@ mod tests {
         assert!(ns.contains("addr add 10.250.0.14/30 dev veth0"));
         assert!(ns.contains("route add default via 10.250.0.13"));
         assert!(ns.contains("addr add 172.16.0.1/24 dev tap0"));
+        assert!(ns.contains("link set tap0 address 02:00:ac:10:00:01"));
     }
 }

@@ -25,6 +25,9 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 /// The guest NIC's MAC, the same in every sandbox.
 pub const GUEST_MAC: &str = "02:00:ac:10:00:02";
+/// The TAP's MAC, also the same in every slot: a resumed or cloned guest's ARP entry for its
+/// gateway stays valid in whichever slot it wakes up.
+pub const GATEWAY_MAC: &str = "02:00:ac:10:00:01";
 pub const TAP_NAME: &str = "tap0";
 
 /// Whether a sandbox may open connections to the internet.

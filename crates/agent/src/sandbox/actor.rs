@@ -2,7 +2,7 @@
 //! changes the VM's lifecycle arrives here over a channel, so no two callers race on it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use rand::RngCore;
@@ -22,8 +22,20 @@ use crate::vmm::{VmInstance, VmNetwork, VmSpec};
 /// Requests a sandbox's owner task serves.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Destroy { reply: oneshot::Sender<()> },
+    Destroy {
+        reply: oneshot::Sender<()>,
+    },
+    Pause {
+        reply: oneshot::Sender<Result<SandboxInfo, ApiError>>,
+    },
+    Resume {
+        reply: oneshot::Sender<Result<SandboxInfo, ApiError>>,
+    },
 }
+
+/// The envd connection of a running sandbox, shared with its handle; empty while it is not
+/// running (a resumed sandbox gets a new one, through its new slot).
+pub(crate) type SharedEnvd = Arc<RwLock<Option<EnvdClient>>>;
 
 /// What the owner task needs to boot its sandbox.
 pub(crate) struct BootPlan {
@@ -35,15 +47,20 @@ pub(crate) struct BootPlan {
 /// The owner task's view of its sandbox. Fields are filled as boot acquires resources, so a
 /// failure at any step releases exactly what was taken.
 pub(crate) struct SandboxActor {
-    ctx: Arc<HostContext>,
-    info: watch::Sender<SandboxInfo>,
-    dir: PathBuf,
-    slot: Option<NetworkSlot>,
-    vm: Option<Box<dyn VmInstance>>,
+    pub(super) ctx: Arc<HostContext>,
+    pub(super) info: watch::Sender<SandboxInfo>,
+    pub(super) dir: PathBuf,
+    pub(super) slot: Option<NetworkSlot>,
+    pub(super) vm: Option<Box<dyn VmInstance>>,
+    /// The devices the VM was booted with; a resume must recreate exactly these.
+    pub(super) spec: Option<VmSpec>,
+    pub(super) envd: SharedEnvd,
+    /// envd's access token and the sandbox environment, handed over again after a resume.
+    pub(super) init: InitRequest,
 }
 
 impl SandboxActor {
-    pub fn new(ctx: Arc<HostContext>, info: watch::Sender<SandboxInfo>) -> Self {
+    pub fn new(ctx: Arc<HostContext>, info: watch::Sender<SandboxInfo>, envd: SharedEnvd) -> Self {
         let dir = ctx.config.state_dir.join(info.borrow().id.as_str());
         Self {
             ctx,
@@ -51,6 +68,9 @@ impl SandboxActor {
             dir,
             slot: None,
             vm: None,
+            spec: None,
+            envd,
+            init: InitRequest::default(),
         }
     }
 
@@ -61,7 +81,6 @@ impl SandboxActor {
         plan: BootPlan,
         mut commands: mpsc::Receiver<Command>,
         ready: oneshot::Sender<Result<SandboxInfo, ApiError>>,
-        envd_cell: Arc<OnceLock<EnvdClient>>,
     ) {
         let started = Instant::now();
         let booted = match self.boot(&plan).await {
@@ -70,7 +89,7 @@ impl SandboxActor {
         };
         match booted {
             Ok(envd) => {
-                let _ = envd_cell.set(envd);
+                *self.envd.write().unwrap() = Some(envd);
                 self.update(|info| {
                     info.state = SandboxState::Running;
                     info.boot_ms = started.elapsed().as_millis() as u64;
@@ -97,24 +116,53 @@ impl SandboxActor {
         self.serve(commands).await;
     }
 
+    /// Serves commands until the sandbox is destroyed or its VMM dies.
     async fn serve(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut vm = self.vm.take().expect("a running sandbox has a VM");
-        let event = tokio::select! {
-            command = commands.recv() => Ok(command),
-            exit = vm.wait_exit() => Err(exit),
-        };
-        self.vm = Some(vm);
-        match event {
-            Ok(command) => {
-                self.teardown(SandboxState::Stopped, None).await;
-                if let Some(Command::Destroy { reply }) = command {
-                    let _ = reply.send(());
+        loop {
+            let event = match self.vm.take() {
+                Some(mut vm) => {
+                    let event = tokio::select! {
+                        command = commands.recv() => Event::Command(command),
+                        exit = vm.wait_exit() => Event::VmmExited(exit),
+                    };
+                    self.vm = Some(vm);
+                    event
                 }
-            }
-            Err(exit) => {
-                let message = format!("VMM exited unexpectedly (code {:?})", exit.code);
-                tracing::error!(code = ?exit.code, log_tail = %exit.log_tail, "VMM died");
-                self.teardown(SandboxState::Error, Some(message)).await;
+                // Paused: nothing runs, only commands can happen.
+                None => Event::Command(commands.recv().await),
+            };
+            match event {
+                Event::Command(None) => {
+                    self.teardown(SandboxState::Stopped, None).await;
+                    return;
+                }
+                Event::Command(Some(Command::Destroy { reply })) => {
+                    self.teardown(SandboxState::Stopped, None).await;
+                    let _ = reply.send(());
+                    return;
+                }
+                Event::Command(Some(Command::Pause { reply })) => {
+                    let result = self.pause().await;
+                    let failed = self.info.borrow().state == SandboxState::Error;
+                    let _ = reply.send(result.map(|()| self.info.borrow().clone()));
+                    if failed {
+                        return;
+                    }
+                }
+                Event::Command(Some(Command::Resume { reply })) => {
+                    let result = self.resume().await;
+                    let failed = self.info.borrow().state == SandboxState::Error;
+                    let _ = reply.send(result.map(|()| self.info.borrow().clone()));
+                    if failed {
+                        return;
+                    }
+                }
+                Event::VmmExited(exit) => {
+                    let message = format!("VMM exited unexpectedly (code {:?})", exit.code);
+                    tracing::error!(code = ?exit.code, log_tail = %exit.log_tail, "VMM died");
+                    self.teardown(SandboxState::Error, Some(message)).await;
+                    return;
+                }
             }
         }
     }
@@ -166,6 +214,7 @@ impl SandboxActor {
             .start(&spec)
             .await
             .map_err(|e| internal("start VMM", &e))?;
+        self.spec = Some(spec);
         let pid = vm.pid();
         self.vm = Some(vm);
         self.update(|info| info.vmm_pid = pid);
@@ -188,23 +237,41 @@ impl SandboxActor {
             env: plan.request.env.clone().into_iter().collect(),
             hostname: String::new(),
         };
+        self.init = InitRequest {
+            entropy: Vec::new(),
+            ..init.clone()
+        };
         let timeout = self.ctx.config.ready_timeout;
         let vm = self.vm.as_mut().expect("boot started a VM");
-        tokio::select! {
-            ready = EnvdClient::connect_and_init(addr, init, timeout) => ready.map_err(|e| {
-                let console = crate::vmm::tail_of_file(&self.dir.join("console.log"), 15);
-                BootOutcome::Failed(ApiError::Unavailable(format!("{}; guest console:\n{console}", error_chain(&e))))
-            }),
-            exit = vm.wait_exit() => Err(BootOutcome::Failed(ApiError::Internal(format!(
-                "VMM exited during boot (code {:?}):\n{}", exit.code, exit.log_tail
-            )))),
-            Some(Command::Destroy { reply }) = commands.recv() => Err(BootOutcome::Destroyed(reply)),
+        let ready = EnvdClient::connect_and_init(addr, init, timeout);
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                ready = &mut ready => return ready.map_err(|e| {
+                    let console = crate::vmm::tail_of_file(&self.dir.join("console.log"), 15);
+                    BootOutcome::Failed(ApiError::Unavailable(format!(
+                        "{}; guest console:\n{console}",
+                        error_chain(&e)
+                    )))
+                }),
+                exit = vm.wait_exit() => return Err(BootOutcome::Failed(ApiError::Internal(format!(
+                    "VMM exited during boot (code {:?}):\n{}", exit.code, exit.log_tail
+                )))),
+                Some(command) = commands.recv() => match command {
+                    Command::Destroy { reply } => return Err(BootOutcome::Destroyed(reply)),
+                    Command::Pause { reply } | Command::Resume { reply } => {
+                        let refusal = ApiError::FailedPrecondition("sandbox is still starting".into());
+                        let _ = reply.send(Err(refusal));
+                    }
+                },
+            }
         }
     }
 
     /// Releases VM, slot and disk (in that order) and records the final state.
-    async fn teardown(&mut self, state: SandboxState, error: Option<String>) {
+    pub(super) async fn teardown(&mut self, state: SandboxState, error: Option<String>) {
         self.update(|info| info.state = SandboxState::Stopping);
+        *self.envd.write().unwrap() = None;
         if let Some(mut vm) = self.vm.take() {
             if let Err(e) = vm.kill().await {
                 tracing::warn!(error = %error_chain(&e), "stop VMM");
@@ -225,7 +292,7 @@ impl SandboxActor {
         });
     }
 
-    fn update(&self, change: impl FnOnce(&mut SandboxInfo)) {
+    pub(super) fn update(&self, change: impl FnOnce(&mut SandboxInfo)) {
         self.info.send_modify(change);
         let _ = self.ctx.events.send(self.info.borrow().clone());
     }
@@ -234,6 +301,11 @@ impl SandboxActor {
 enum BootOutcome {
     Failed(ApiError),
     Destroyed(oneshot::Sender<()>),
+}
+
+enum Event {
+    Command(Option<Command>),
+    VmmExited(crate::vmm::VmExit),
 }
 
 /// The marker in a VMM's command line: start-up reclaim kills processes carrying its

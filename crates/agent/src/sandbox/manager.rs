@@ -2,11 +2,11 @@
 //! each sandbox to its owner task; it never waits on a busy VM.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::actor::{BootPlan, Command, SandboxActor};
+use super::actor::{BootPlan, Command, SandboxActor, SharedEnvd};
 use super::request::{CreateSandbox, Limits};
 use super::{now_ms, SandboxInfo, SandboxState};
 use crate::accel::Accelerator;
@@ -37,7 +37,7 @@ pub(crate) struct HostContext {
 struct SandboxHandle {
     info: watch::Receiver<SandboxInfo>,
     commands: mpsc::Sender<Command>,
-    envd: Arc<OnceLock<EnvdClient>>,
+    envd: SharedEnvd,
 }
 
 /// Host facts reported to the control plane.
@@ -162,7 +162,7 @@ impl SandboxManager {
         };
         let (info_tx, info_rx) = watch::channel(info);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let envd = Arc::new(OnceLock::new());
+        let envd: SharedEnvd = Arc::new(RwLock::new(None));
         {
             let mut sandboxes = self.sandboxes.lock().unwrap();
             if sandboxes.contains_key(&request.id) {
@@ -191,7 +191,7 @@ impl SandboxManager {
 
         let id = request.id.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let actor = SandboxActor::new(self.ctx.clone(), info_tx);
+        let actor = SandboxActor::new(self.ctx.clone(), info_tx, envd);
         let plan = BootPlan {
             request,
             template,
@@ -199,7 +199,7 @@ impl SandboxManager {
         };
         let span = tracing::info_span!("sandbox", sandbox_id = %id);
         tokio::spawn(tracing::Instrument::instrument(
-            actor.run(plan, commands_rx, ready_tx, envd),
+            actor.run(plan, commands_rx, ready_tx),
             span,
         ));
         let result = ready_rx
@@ -242,12 +242,45 @@ impl SandboxManager {
     pub fn envd(&self, id: &str) -> Result<EnvdClient, ApiError> {
         let handle = self.handle(id)?;
         let state = handle.info.borrow().state;
-        match (state, handle.envd.get()) {
-            (SandboxState::Running, Some(envd)) => Ok(envd.clone()),
+        let envd = handle.envd.read().unwrap().clone();
+        match (state, envd) {
+            (SandboxState::Running, Some(envd)) => Ok(envd),
             _ => Err(ApiError::FailedPrecondition(format!(
                 "sandbox {id} is {}, not running",
                 state.as_str()
             ))),
+        }
+    }
+
+    /// Saves a running sandbox to disk and frees its VMM, CPU and network slot.
+    pub async fn pause(&self, id: &str) -> Result<SandboxInfo, ApiError> {
+        self.lifecycle(id, |reply| Command::Pause { reply }).await
+    }
+
+    /// Brings a paused sandbox back, in a new VMM and network slot.
+    pub async fn resume(&self, id: &str) -> Result<SandboxInfo, ApiError> {
+        self.lifecycle(id, |reply| Command::Resume { reply }).await
+    }
+
+    async fn lifecycle(
+        &self,
+        id: &str,
+        command: impl FnOnce(oneshot::Sender<Result<SandboxInfo, ApiError>>) -> Command,
+    ) -> Result<SandboxInfo, ApiError> {
+        let handle = self.handle(id)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let ended = || {
+            ApiError::FailedPrecondition(format!(
+                "sandbox {id} is {}",
+                handle.info.borrow().state.as_str()
+            ))
+        };
+        match handle.commands.try_send(command(reply_tx)) {
+            Ok(()) => reply_rx.await.unwrap_or_else(|_| Err(ended())),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(ApiError::Unavailable(format!(
+                "sandbox {id} is busy; try again"
+            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ended()),
         }
     }
 
@@ -315,7 +348,11 @@ fn allocated_memory_mb(sandboxes: &HashMap<SandboxId, SandboxHandle>) -> u64 {
         .filter(|info| {
             matches!(
                 info.state,
-                SandboxState::Starting | SandboxState::Running | SandboxState::Stopping
+                SandboxState::Starting
+                    | SandboxState::Running
+                    | SandboxState::Pausing
+                    | SandboxState::Resuming
+                    | SandboxState::Stopping
             )
         })
         .map(|info| u64::from(info.memory_mb))

@@ -4,6 +4,7 @@
 mod actor;
 pub mod manager;
 pub mod request;
+mod suspend;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,10 @@ pub use request::CreateSandbox;
 pub enum SandboxState {
     Starting,
     Running,
+    Pausing,
+    /// Saved to disk: no VMM, no CPU, no network slot.
+    Paused,
+    Resuming,
     Stopping,
     Stopped,
     /// The VMM died or boot failed; resources are released. Destroy removes it.
@@ -30,6 +35,9 @@ impl SandboxState {
         match self {
             SandboxState::Starting => "starting",
             SandboxState::Running => "running",
+            SandboxState::Pausing => "pausing",
+            SandboxState::Paused => "paused",
+            SandboxState::Resuming => "resuming",
             SandboxState::Stopping => "stopping",
             SandboxState::Stopped => "stopped",
             SandboxState::Error => "error",

@@ -4,7 +4,7 @@
 pub mod qemu;
 pub mod qmp;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -71,6 +71,17 @@ pub enum VmmError {
     ExitedEarly { code: Option<i32>, log_tail: String },
     #[error("control the VMM")]
     Qmp(#[from] qmp::QmpError),
+    #[error("{operation} ended in state {status:?}: {error}")]
+    Migration {
+        operation: &'static str,
+        status: String,
+        error: String,
+    },
+    #[error("{operation} did not finish within {timeout:?}")]
+    MigrationTimeout {
+        operation: &'static str,
+        timeout: std::time::Duration,
+    },
     #[error("stop VMM process {pid}")]
     Kill {
         pid: u32,
@@ -86,6 +97,14 @@ pub trait Vmm: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Starts a VMM process and returns once it accepts control commands.
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
+    /// Starts a VMM with the same devices as `spec`, loads the device state saved by
+    /// [`VmInstance::save_and_exit`] (guest RAM is already in the spec's memory file) and lets
+    /// the guest run on.
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        state_file: &Path,
+    ) -> Result<Box<dyn VmInstance>, VmmError>;
 }
 
 /// One running VMM process.
@@ -96,6 +115,9 @@ pub trait VmInstance: Send + Sync {
     async fn wait_exit(&mut self) -> VmExit;
     /// Stops the VMM at once and reaps it. The guest gets no chance to shut down.
     async fn kill(&mut self) -> Result<(), VmmError>;
+    /// Stops the guest, writes its device state to `state_file` and ends the VMM. Guest RAM
+    /// stays in the memory file; the caller makes both durable.
+    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError>;
 }
 
 /// The last `max_lines` lines of a log file, or a note that it could not be read.

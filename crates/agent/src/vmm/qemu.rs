@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::json;
 use tokio::process::{Child, Command};
 
 use super::qmp::QmpClient;
@@ -26,23 +27,27 @@ pub const MEMORY_FILE: &str = "memory";
 pub struct QemuVmm {
     binary: PathBuf,
     qmp_timeout: Duration,
+    tcg_cache_mb: u32,
 }
 
 impl QemuVmm {
-    pub fn new(binary: impl Into<PathBuf>) -> Self {
+    /// `tcg_cache_mb` caps TCG's translated-code cache (ignored under KVM). The cache is most of
+    /// an idle TCG VM's private memory; when full, QEMU flushes it and translates afresh.
+    pub fn new(binary: impl Into<PathBuf>, tcg_cache_mb: u32) -> Self {
         Self {
             binary: binary.into(),
             qmp_timeout: Duration::from_secs(10),
+            tcg_cache_mb,
         }
     }
 }
 
 /// QEMU's arguments for a spec. Kept pure so the command line is unit-tested.
-pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
+pub fn qemu_args(spec: &VmSpec, tcg_cache_mb: u32) -> Vec<OsString> {
     let run = |file: &str| spec.run_dir.join(file);
     let (accel, cpu) = match spec.accelerator {
-        Accelerator::Kvm => ("kvm", "host"),
-        Accelerator::Tcg => ("tcg", "max"),
+        Accelerator::Kvm => ("kvm".to_owned(), "host"),
+        Accelerator::Tcg => (format!("tcg,tb-size={tcg_cache_mb}"), "max"),
     };
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |parts: &[&str]| args.extend(parts.iter().map(OsString::from));
@@ -53,7 +58,7 @@ pub fn qemu_args(spec: &VmSpec) -> Vec<OsString> {
         "-M",
         "microvm,x-option-roms=off,acpi=off,memory-backend=mem",
     ]);
-    push(&["-accel", accel, "-cpu", cpu]);
+    push(&["-accel", &accel, "-cpu", cpu]);
     push(&[
         "-smp",
         &spec.vcpus.to_string(),
@@ -118,6 +123,91 @@ impl Vmm for QemuVmm {
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError> {
+        Ok(Box::new(self.spawn(spec, BootMode::Fresh).await?))
+    }
+
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        state_file: &Path,
+    ) -> Result<Box<dyn VmInstance>, VmmError> {
+        let mut instance = self.spawn(spec, BootMode::Incoming).await?;
+        let restored = async {
+            let qmp = &mut instance.qmp;
+            qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory()))
+                .await?;
+            qmp.execute(
+                "migrate-incoming",
+                Some(json!({ "uri": format!("exec:cat {}", shell_quote(state_file)) })),
+            )
+            .await?;
+            wait_for_migration(qmp, "restore device state", MIGRATION_TIMEOUT).await?;
+            qmp.execute("cont", None).await?;
+            Ok::<(), VmmError>(())
+        }
+        .await;
+        match restored {
+            Ok(()) => Ok(Box::new(instance)),
+            Err(e) => {
+                let _ = instance.kill().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether QEMU boots the kernel or waits for saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BootMode {
+    Fresh,
+    /// Paused (`-S`) until `migrate-incoming` loaded the state and `cont` resumed it.
+    Incoming,
+}
+
+/// Saved-state transfers are small (RAM stays in its file), so this is generous.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn ignore_shared_memory() -> serde_json::Value {
+    // Guest RAM is a shared file: keep it out of the stream on both sides.
+    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+/// Single-quotes a path for the shell QEMU runs `exec:` migrations in.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+async fn wait_for_migration(
+    qmp: &mut QmpClient,
+    operation: &'static str,
+    timeout: Duration,
+) -> Result<(), VmmError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let info = qmp.execute("query-migrate", None).await?;
+        let status = info["status"].as_str().unwrap_or("none").to_owned();
+        match status.as_str() {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                return Err(VmmError::Migration {
+                    operation,
+                    status,
+                    error: info["error-desc"]
+                        .as_str()
+                        .unwrap_or("no detail")
+                        .to_owned(),
+                })
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(VmmError::MigrationTimeout { operation, timeout })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+impl QemuVmm {
+    async fn spawn(&self, spec: &VmSpec, mode: BootMode) -> Result<QemuInstance, VmmError> {
         let run_dir_error = |source| VmmError::RunDir {
             path: spec.run_dir.clone(),
             source,
@@ -132,8 +222,11 @@ impl Vmm for QemuVmm {
         })?;
 
         let mut command = Command::new(&self.binary);
+        command.args(qemu_args(spec, self.tcg_cache_mb));
+        if mode == BootMode::Incoming {
+            command.args(["-S", "-incoming", "defer"]);
+        }
         command
-            .args(qemu_args(spec))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -162,12 +255,12 @@ impl Vmm for QemuVmm {
             }
         };
         match qmp {
-            Ok(qmp) => Ok(Box::new(QemuInstance {
+            Ok(qmp) => Ok(QemuInstance {
                 pid: child.id(),
                 child,
-                _qmp: qmp,
+                qmp,
                 run_dir: spec.run_dir.clone(),
-            })),
+            }),
             Err(e) => {
                 let _ = child.kill().await;
                 Err(e.into())
@@ -187,8 +280,8 @@ fn log_tail(run_dir: &Path) -> String {
 struct QemuInstance {
     pid: Option<u32>,
     child: Child,
-    /// Held for pause/snapshot commands; also keeps QEMU's single QMP slot ours.
-    _qmp: QmpClient,
+    /// QEMU's control socket; holding it also keeps its single QMP slot ours.
+    qmp: QmpClient,
     run_dir: PathBuf,
 }
 
@@ -220,6 +313,23 @@ impl VmInstance for QemuInstance {
             Err(source) => Err(VmmError::Kill { pid, source }),
         }
     }
+
+    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
+        let qmp = &mut self.qmp;
+        qmp.execute("stop", None).await?;
+        qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory()))
+            .await?;
+        qmp.execute(
+            "migrate",
+            Some(json!({ "uri": format!("exec:cat > {}", shell_quote(state_file)) })),
+        )
+        .await?;
+        wait_for_migration(qmp, "save device state", MIGRATION_TIMEOUT).await?;
+        // QEMU may close the socket before it answers `quit`; its exit is what counts.
+        let _ = qmp.execute("quit", None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        self.kill().await
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +356,7 @@ mod tests {
     }
 
     fn joined(spec: &VmSpec) -> String {
-        qemu_args(spec)
+        qemu_args(spec, 32)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -258,7 +368,7 @@ mod tests {
         let line = joined(&spec(Accelerator::Tcg));
         for expected in [
             "-name guest=wrenn.t1.sb-abc",
-            "-accel tcg -cpu max",
+            "-accel tcg,tb-size=32 -cpu max",
             "-smp 2 -m 256M",
             "mem-path=/s/memory,share=on",
             "-append console=ttyS0 root=/dev/vda reboot=t",

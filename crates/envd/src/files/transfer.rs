@@ -12,7 +12,7 @@ use super::{Entry, FsError};
 use crate::users::{User, UserDb};
 
 /// Largest chunk ReadFile sends.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 256 * 1024;
 /// Mode for files written without an explicit one.
 const DEFAULT_FILE_MODE: u32 = 0o644;
 /// Mode for parent directories WriteFile creates.

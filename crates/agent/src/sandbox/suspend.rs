@@ -1,0 +1,148 @@
+//! Pause and resume. Guest RAM already lives in the sandbox's memory file, so pausing only
+//! writes device state (~50 KB) and makes the files durable; resuming starts a VMM with the same
+//! devices in a fresh network slot, loads that state and lets the guest run on.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rand::RngCore;
+
+use super::actor::SandboxActor;
+use super::SandboxState;
+use crate::disk::OVERLAY_FILE;
+use crate::envd_client::EnvdClient;
+use crate::error::{error_chain, ApiError};
+use crate::vmm::qemu::MEMORY_FILE;
+
+/// Device state of a paused sandbox, inside its directory.
+pub const STATE_FILE: &str = "vmstate";
+
+impl SandboxActor {
+    pub(super) async fn pause(&mut self) -> Result<(), ApiError> {
+        let state = self.info.borrow().state;
+        if state != SandboxState::Running {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox is {}; only a running sandbox can be paused",
+                state.as_str()
+            )));
+        }
+        let started = Instant::now();
+        self.update(|info| info.state = SandboxState::Pausing);
+        *self.envd.write().unwrap() = None;
+        let state_file = self.dir.join(STATE_FILE);
+        let vm = self.vm.as_mut().expect("a running sandbox has a VM");
+        let saved = match vm.save_and_exit(&state_file).await {
+            Ok(()) => {
+                make_durable(&self.dir).map_err(|e| format!("flush paused sandbox to disk: {e}"))
+            }
+            Err(e) => Err(format!("save VM state: {}", error_chain(&e))),
+        };
+        if let Err(message) = saved {
+            tracing::error!(error = %message, "pause failed; the sandbox is lost");
+            self.teardown(
+                SandboxState::Error,
+                Some(format!("pause failed: {message}")),
+            )
+            .await;
+            return Err(ApiError::Internal(format!("pause failed: {message}")));
+        }
+        self.vm = None;
+        if let Some(slot) = self.slot.take() {
+            self.ctx.network.release(&slot).await;
+        }
+        self.update(|info| {
+            info.state = SandboxState::Paused;
+            info.vmm_pid = None;
+        });
+        tracing::info!(
+            pause_ms = started.elapsed().as_millis() as u64,
+            "sandbox paused"
+        );
+        Ok(())
+    }
+
+    pub(super) async fn resume(&mut self) -> Result<(), ApiError> {
+        let state = self.info.borrow().state;
+        if state != SandboxState::Paused {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox is {}; only a paused sandbox can be resumed",
+                state.as_str()
+            )));
+        }
+        let started = Instant::now();
+        self.update(|info| info.state = SandboxState::Resuming);
+        let still_paused = |actor: &Self, error: ApiError| {
+            actor.update(|info| info.state = SandboxState::Paused);
+            Err(error)
+        };
+        let internet = self.info.borrow().internet;
+        let slot = match self.ctx.network.acquire(internet).await {
+            Ok(slot) => slot,
+            Err(e @ crate::network::NetworkError::Exhausted { .. }) => {
+                return still_paused(self, ApiError::ResourceExhausted(e.to_string()))
+            }
+            Err(e) => return still_paused(self, ApiError::internal(&e)),
+        };
+        let mut spec = self
+            .spec
+            .clone()
+            .expect("a paused sandbox keeps its VM spec");
+        spec.network.netns = slot.netns_path();
+        let addr = std::net::SocketAddr::from((slot.addrs.ns_ip, wrenn_envd_api::ENVD_PORT));
+        let vm = match self
+            .ctx
+            .vmm
+            .restore(&spec, &self.dir.join(STATE_FILE))
+            .await
+        {
+            Ok(vm) => vm,
+            Err(e) => {
+                // The guest never ran, so the saved files are still a consistent pause.
+                self.ctx.network.release(&slot).await;
+                let message = format!(
+                    "resume failed, the sandbox stays paused: {}",
+                    error_chain(&e)
+                );
+                return still_paused(self, ApiError::Unavailable(message));
+            }
+        };
+        self.slot = Some(slot);
+        let pid = vm.pid();
+        self.vm = Some(vm);
+
+        // From here the guest runs: its memory and disk move on from the saved state, so a
+        // failure can no longer fall back to "paused".
+        let mut init = self.init.clone();
+        init.entropy = vec![0u8; 64];
+        rand::thread_rng().fill_bytes(&mut init.entropy);
+        match EnvdClient::connect_and_init(addr, init, self.ctx.config.ready_timeout).await {
+            Ok(envd) => {
+                *self.envd.write().unwrap() = Some(envd);
+                let _ = std::fs::remove_file(self.dir.join(super::suspend::STATE_FILE));
+                self.update(|info| {
+                    info.state = SandboxState::Running;
+                    info.vmm_pid = pid;
+                });
+                tracing::info!(
+                    resume_ms = started.elapsed().as_millis() as u64,
+                    "sandbox resumed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("resumed guest did not answer: {}", error_chain(&e));
+                self.teardown(SandboxState::Error, Some(message.clone()))
+                    .await;
+                Err(ApiError::Unavailable(message))
+            }
+        }
+    }
+}
+
+/// fsyncs everything a paused sandbox is made of, and the directory entries themselves.
+fn make_durable(dir: &Path) -> std::io::Result<()> {
+    for file in [MEMORY_FILE, STATE_FILE, OVERLAY_FILE] {
+        std::fs::File::open(dir.join(file))?.sync_all()?;
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
