@@ -181,6 +181,65 @@ async fn run() -> anyhow::Result<()> {
     });
     destroy(&mut client, &id).await?;
 
+    for memory_mb in [256, 1024] {
+        eprintln!("pause and resume at {memory_mb} MiB ({boots}x)");
+        let id = client
+            .create_sandbox(pb::CreateSandboxRequest {
+                memory_mb,
+                ..create_request()
+            })
+            .await?
+            .into_inner()
+            .sandbox_id;
+        let (mut pause_ms, mut resume_ms) = (Vec::new(), Vec::new());
+        for _ in 0..boots {
+            let started = Instant::now();
+            client
+                .pause_sandbox(pb::PauseSandboxRequest {
+                    sandbox_id: id.clone(),
+                })
+                .await?;
+            pause_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            client
+                .resume_sandbox(pb::ResumeSandboxRequest {
+                    sandbox_id: id.clone(),
+                })
+                .await?;
+            client
+                .exec(pb::ExecRequest {
+                    sandbox_id: id.clone(),
+                    process: Some(envd::ProcessSpec {
+                        cmd: "true".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await?;
+            resume_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        destroy(&mut client, &id).await?;
+        rows.push(Row {
+            name: if memory_mb == 256 {
+                "pause, 256 MiB"
+            } else {
+                "pause, 1 GiB"
+            },
+            ours: Samples::new(pause_ms),
+            floor: None,
+            unit: "ms",
+        });
+        rows.push(Row {
+            name: if memory_mb == 256 {
+                "resume -> first exec done, 256 MiB"
+            } else {
+                "resume -> first exec done, 1 GiB"
+            },
+            ours: Samples::new(resume_ms),
+            floor: None,
+            unit: "ms",
+        });
+    }
+
     eprintln!("memory of idle sandboxes (4 at once, 256 MiB each, 5 s idle)");
     let creates = (0..4).map(|_| {
         let mut client = client.clone();

@@ -60,9 +60,16 @@ pub fn create_from_wire(request: pb::CreateSandboxRequest) -> CreateSandbox {
 }
 
 pub fn template_to_wire(manifest: &TemplateManifest) -> pb::Template {
+    let snapshot = manifest.snapshot.as_ref();
     pb::Template {
         name: manifest.name.clone(),
         rootfs_bytes: manifest.rootfs_bytes,
         kernel: manifest.kernel.clone(),
+        snapshot: snapshot.is_some(),
+        vcpus: snapshot.map_or(0, |s| s.vcpus),
+        memory_mb: snapshot.map_or(0, |s| s.memory_mb),
+        disk_mb: snapshot.map_or(0, |s| s.disk_mb),
+        parent: snapshot.map(|s| s.parent.clone()).unwrap_or_default(),
+        created_at_ms: manifest.created_at_ms,
     }
 }

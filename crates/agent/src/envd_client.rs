@@ -45,6 +45,13 @@ impl std::fmt::Debug for BearerToken {
 
 type Authed = InterceptedService<Channel, BearerToken>;
 
+fn bearer(token: &str) -> BearerToken {
+    BearerToken(
+        MetadataValue::try_from(format!("Bearer {token}"))
+            .expect("tokens are hex and therefore valid metadata"),
+    )
+}
+
 /// Cloneable handle to one envd.
 #[derive(Clone, Debug)]
 pub struct EnvdClient {
@@ -70,6 +77,7 @@ impl EnvdClient {
     pub async fn connect_and_init(
         addr: SocketAddr,
         mut init: InitRequest,
+        current_token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, ReadyError> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -87,19 +95,19 @@ impl EnvdClient {
                 timeout,
                 last_error,
             })?;
-        let token = MetadataValue::try_from(format!("Bearer {}", init.access_token))
-            .expect("tokens are hex and therefore valid metadata");
-        let client = Self {
-            channel,
-            token: BearerToken(token),
-        };
+        // The token envd holds now authorizes this Init: none after a boot, the snapshot's after
+        // a clone (the Init then rotates it), the sandbox's own after a resume.
+        let current = bearer(current_token.unwrap_or(&init.access_token));
+        let new = bearer(&init.access_token);
         init.unix_time_nanos = unix_time_nanos();
-        client
-            .envd()
+        EnvdRpc::with_interceptor(channel.clone(), current)
             .init(init)
             .await
             .map_err(|status| ReadyError::Init { addr, status })?;
-        Ok(client)
+        Ok(Self {
+            channel,
+            token: new,
+        })
     }
 
     pub fn envd(&self) -> EnvdRpc<Authed> {

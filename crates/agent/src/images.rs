@@ -33,6 +33,32 @@ pub struct TemplateManifest {
     pub inputs_key: String,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Set for templates snapshotted from a sandbox: they resume a saved VM instead of booting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotManifest>,
+}
+
+/// The frozen VM behind a snapshot template. `rootfs` of its manifest names the frozen qcow2
+/// disk (backed by the base template's image); these files sit beside it and never change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotManifest {
+    /// Guest RAM, mapped copy-on-write (`share=off`) by every clone.
+    pub memory: String,
+    /// Device state saved by the VMM.
+    pub device_state: String,
+    /// The VM's shape: clones must have exactly these devices.
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    /// envd's token inside the frozen guest; clones rotate it at their first Init. A secret:
+    /// manifests of snapshot templates are readable by root only.
+    pub envd_token: String,
+    /// The environment envd had; clones start from it.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Template the snapshotted sandbox was created from (its disk chain ends there).
+    pub parent: String,
+    pub source_sandbox: String,
 }
 
 /// Error returned when a template name could escape the templates directory or is malformed.
@@ -91,7 +117,17 @@ pub struct ImageStore {
 pub struct ResolvedTemplate {
     pub manifest: TemplateManifest,
     pub kernel_path: PathBuf,
+    /// Raw base image, or for a snapshot template its frozen qcow2 disk.
     pub rootfs_path: PathBuf,
+    pub snapshot: Option<ResolvedSnapshot>,
+}
+
+/// Absolute paths of a snapshot template's frozen files.
+#[derive(Debug, Clone)]
+pub struct ResolvedSnapshot {
+    pub memory_path: PathBuf,
+    pub device_state_path: PathBuf,
+    pub manifest: SnapshotManifest,
 }
 
 impl ImageStore {
@@ -151,9 +187,15 @@ impl ImageStore {
             .ok_or_else(|| TemplateError::NotFound {
                 name: name.to_owned(),
             })?;
+        let dir = self.template_dir(name);
         Ok(ResolvedTemplate {
             kernel_path: self.kernels_dir().join(&manifest.kernel),
-            rootfs_path: self.template_dir(name).join(&manifest.rootfs),
+            rootfs_path: dir.join(&manifest.rootfs),
+            snapshot: manifest.snapshot.clone().map(|snapshot| ResolvedSnapshot {
+                memory_path: dir.join(&snapshot.memory),
+                device_state_path: dir.join(&snapshot.device_state),
+                manifest: snapshot,
+            }),
             manifest,
         })
     }
@@ -207,6 +249,7 @@ mod tests {
             rootfs_bytes: 42,
             inputs_key: "k".into(),
             created_at_ms: 1,
+            snapshot: None,
         };
         store.write_manifest(&manifest).unwrap();
         assert_eq!(

@@ -65,6 +65,26 @@ impl HostAgent for AgentService {
         Ok(Response::new(pb::ListTemplatesResponse { templates }))
     }
 
+    async fn delete_template(
+        &self,
+        request: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        self.manager.delete_template(&request.into_inner().name)?;
+        Ok(Response::new(pb::DeleteTemplateResponse {}))
+    }
+
+    async fn snapshot_sandbox(
+        &self,
+        request: Request<pb::SnapshotSandboxRequest>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let request = request.into_inner();
+        let manifest = self
+            .manager
+            .snapshot(&request.sandbox_id, &request.template_name)
+            .await?;
+        Ok(Response::new(template_to_wire(&manifest)))
+    }
+
     async fn create_sandbox(
         &self,
         request: Request<pb::CreateSandboxRequest>,

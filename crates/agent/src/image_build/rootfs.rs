@@ -181,6 +181,7 @@ pub fn build(
         rootfs_bytes,
         inputs_key: key,
         created_at_ms: now_ms(),
+        snapshot: None,
     };
     let manifest_path = store.manifest_path(name);
     store
@@ -253,6 +254,7 @@ mod tests {
             rootfs_bytes: 1,
             inputs_key: "k".into(),
             created_at_ms: 0,
+            snapshot: None,
         };
         store.write_manifest(&manifest).unwrap();
         assert!(current(&store, "minimal", "k").is_none(), "image missing");

@@ -11,13 +11,14 @@ use wrenn_envd_api::v1::InitRequest;
 
 use super::manager::HostContext;
 use super::request::ValidCreate;
+use super::suspend::MEMORY_FILE;
 use super::{SandboxInfo, SandboxState};
-use crate::disk;
+use crate::disk::{self, BaseFormat};
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::images::{ResolvedTemplate, GUEST_INIT_PATH};
 use crate::network::{NetworkSlot, GATEWAY_IP, GUEST_IP, GUEST_MAC, TAP_NAME};
-use crate::vmm::{VmInstance, VmNetwork, VmSpec};
+use crate::vmm::{MemorySharing, VmInstance, VmNetwork, VmSpec};
 
 /// Requests a sandbox's owner task serves.
 #[derive(Debug)]
@@ -30,6 +31,10 @@ pub(crate) enum Command {
     },
     Resume {
         reply: oneshot::Sender<Result<SandboxInfo, ApiError>>,
+    },
+    Snapshot {
+        template: String,
+        reply: oneshot::Sender<Result<crate::images::TemplateManifest, ApiError>>,
     },
 }
 
@@ -157,6 +162,14 @@ impl SandboxActor {
                         return;
                     }
                 }
+                Event::Command(Some(Command::Snapshot { template, reply })) => {
+                    let result = self.snapshot(&template).await;
+                    let failed = self.info.borrow().state == SandboxState::Error;
+                    let _ = reply.send(result);
+                    if failed {
+                        return;
+                    }
+                }
                 Event::VmmExited(exit) => {
                     let message = format!("VMM exited unexpectedly (code {:?})", exit.code);
                     tracing::error!(code = ?exit.code, log_tail = %exit.log_tail, "VMM died");
@@ -172,10 +185,16 @@ impl SandboxActor {
             BootOutcome::Failed(ApiError::Internal(format!("{context}: {}", error_chain(e))))
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| internal("create sandbox directory", &e))?;
+        let snapshot = plan.template.snapshot.as_ref();
         let overlay = self.dir.join(disk::OVERLAY_FILE);
         disk::create_overlay(
             &self.ctx.config.qemu_img_binary,
             &plan.template.rootfs_path,
+            if snapshot.is_some() {
+                BaseFormat::Qcow2
+            } else {
+                BaseFormat::Raw
+            },
             &overlay,
             u64::from(plan.disk_mb),
         )
@@ -205,15 +224,27 @@ impl SandboxActor {
                 mac: GUEST_MAC.into(),
             },
             run_dir: self.dir.clone(),
+            memory_file: match snapshot {
+                None => self.dir.join(MEMORY_FILE),
+                Some(snapshot) => snapshot.memory_path.clone(),
+            },
+            memory_sharing: match snapshot {
+                None => MemorySharing::Shared,
+                Some(_) => MemorySharing::Private,
+            },
             accelerator: self.ctx.accelerator,
         };
         self.slot = Some(slot);
-        let vm = self
-            .ctx
-            .vmm
-            .start(&spec)
-            .await
-            .map_err(|e| internal("start VMM", &e))?;
+        let vm = match snapshot {
+            None => self.ctx.vmm.start(&spec).await,
+            Some(snapshot) => {
+                self.ctx
+                    .vmm
+                    .restore(&spec, &snapshot.device_state_path)
+                    .await
+            }
+        }
+        .map_err(|e| internal("start VMM", &e))?;
         self.spec = Some(spec);
         let pid = vm.pid();
         self.vm = Some(vm);
@@ -230,11 +261,15 @@ impl SandboxActor {
         let addr = std::net::SocketAddr::from((slot.addrs.ns_ip, wrenn_envd_api::ENVD_PORT));
         let mut entropy = vec![0u8; 64];
         rand::thread_rng().fill_bytes(&mut entropy);
+        let snapshot = plan.template.snapshot.as_ref().map(|s| &s.manifest);
+        // A clone starts from the environment frozen in its template, then the request's.
+        let mut env = snapshot.map(|s| s.env.clone()).unwrap_or_default();
+        env.extend(plan.request.env.clone());
         let init = InitRequest {
             access_token: new_token(),
             unix_time_nanos: 0,
             entropy,
-            env: plan.request.env.clone().into_iter().collect(),
+            env: env.into_iter().collect(),
             hostname: String::new(),
         };
         self.init = InitRequest {
@@ -243,7 +278,8 @@ impl SandboxActor {
         };
         let timeout = self.ctx.config.ready_timeout;
         let vm = self.vm.as_mut().expect("boot started a VM");
-        let ready = EnvdClient::connect_and_init(addr, init, timeout);
+        let current_token = snapshot.map(|s| s.envd_token.as_str());
+        let ready = EnvdClient::connect_and_init(addr, init, current_token, timeout);
         tokio::pin!(ready);
         loop {
             tokio::select! {
@@ -259,9 +295,11 @@ impl SandboxActor {
                 )))),
                 Some(command) = commands.recv() => match command {
                     Command::Destroy { reply } => return Err(BootOutcome::Destroyed(reply)),
-                    Command::Pause { reply } | Command::Resume { reply } => {
-                        let refusal = ApiError::FailedPrecondition("sandbox is still starting".into());
-                        let _ = reply.send(Err(refusal));
+                        Command::Pause { reply } | Command::Resume { reply } => {
+                        let _ = reply.send(Err(still_starting()));
+                    }
+                    Command::Snapshot { reply, .. } => {
+                        let _ = reply.send(Err(still_starting()));
                     }
                 },
             }
@@ -301,6 +339,10 @@ impl SandboxActor {
 enum BootOutcome {
     Failed(ApiError),
     Destroyed(oneshot::Sender<()>),
+}
+
+fn still_starting() -> ApiError {
+    ApiError::FailedPrecondition("sandbox is still starting".into())
 }
 
 enum Event {

@@ -14,7 +14,7 @@ use crate::config::AgentConfig;
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::ids::SandboxId;
-use crate::images::{ImageStore, TemplateError, TemplateManifest};
+use crate::images::{ImageStore, SnapshotManifest, TemplateError, TemplateManifest};
 use crate::network::NetworkManager;
 use crate::reclaim::{self, ReclaimReport};
 use crate::vmm::Vmm;
@@ -120,7 +120,12 @@ impl SandboxManager {
     }
 
     /// Boots a sandbox and returns once envd answers (or boot fails).
-    pub async fn create(&self, request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
+    pub async fn create(&self, mut request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
+        if let Ok(Some(template)) = self.images.read_manifest(&request.template) {
+            if let Some(snapshot) = template.snapshot {
+                fit_to_snapshot(&mut request, &snapshot)?;
+            }
+        }
         let request = request.validate(Limits {
             max_vcpus: self.ctx.config.max_vcpus,
             host_memory_mb: self.host_memory_mb,
@@ -159,6 +164,7 @@ impl SandboxManager {
             error: None,
             boot_ms: 0,
             vmm_pid: None,
+            depends_on: [request.template.clone()].into(),
         };
         let (info_tx, info_rx) = watch::channel(info);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -209,6 +215,70 @@ impl SandboxManager {
             self.sandboxes.lock().unwrap().remove(&id);
         }
         result
+    }
+
+    /// Freezes a sandbox into a new snapshot template.
+    pub async fn snapshot(&self, id: &str, template: &str) -> Result<TemplateManifest, ApiError> {
+        let handle = self.handle(id)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let command = Command::Snapshot {
+            template: template.to_owned(),
+            reply: reply_tx,
+        };
+        match handle.commands.try_send(command) {
+            Ok(()) => reply_rx.await.unwrap_or_else(|_| {
+                Err(ApiError::FailedPrecondition(format!(
+                    "sandbox {id} has ended"
+                )))
+            }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(ApiError::Unavailable(format!(
+                "sandbox {id} is busy; try again"
+            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::FailedPrecondition(
+                format!("sandbox {id} is {}", handle.info.borrow().state.as_str()),
+            )),
+        }
+    }
+
+    /// Deletes a snapshot template nobody uses.
+    pub fn delete_template(&self, name: &str) -> Result<(), ApiError> {
+        let manifest = self
+            .images
+            .read_manifest(name)
+            .map_err(|e| ApiError::NotFound(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("template {name:?} not found")))?;
+        if manifest.snapshot.is_none() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "template {name:?} is a base image; rebuild or remove it with the image builder"
+            )));
+        }
+        // Holding the registry lock keeps a create from starting on it meanwhile.
+        let sandboxes = self.sandboxes.lock().unwrap();
+        let users: Vec<String> = sandboxes
+            .values()
+            .map(|handle| handle.info.borrow().clone())
+            .filter(|info| info.depends_on.contains(name) && info.state != SandboxState::Stopped)
+            .map(|info| info.id.to_string())
+            .collect();
+        let children: Vec<String> = self
+            .images
+            .list()
+            .into_iter()
+            .filter(|t| t.snapshot.as_ref().is_some_and(|s| s.parent == name))
+            .map(|t| t.name)
+            .collect();
+        if !users.is_empty() || !children.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "template {name:?} is in use (sandboxes: {users:?}, templates: {children:?})"
+            )));
+        }
+        let dir = self.images.template_dir(name);
+        let trash = self.images.templates_dir().join(format!(".{name}.deleted"));
+        std::fs::rename(&dir, &trash)
+            .and_then(|()| std::fs::remove_dir_all(&trash))
+            .map_err(|e| ApiError::Internal(format!("delete template {name:?}: {e}")))?;
+        drop(sandboxes);
+        Ok(())
     }
 
     fn handle(&self, id: &str) -> Result<SandboxHandle, ApiError> {
@@ -339,6 +409,29 @@ impl SandboxManager {
                 .count() as u32,
         }
     }
+}
+
+/// A snapshot template decides its sandboxes' sizes: zero takes them, anything else must match.
+fn fit_to_snapshot(
+    request: &mut CreateSandbox,
+    snapshot: &SnapshotManifest,
+) -> Result<(), ApiError> {
+    for (field, asked, frozen) in [
+        ("vcpus", &mut request.vcpus, snapshot.vcpus),
+        ("memory_mb", &mut request.memory_mb, snapshot.memory_mb),
+        ("disk_mb", &mut request.disk_mb, snapshot.disk_mb),
+    ] {
+        if *asked == 0 {
+            *asked = frozen;
+        } else if *asked != frozen {
+            return Err(ApiError::InvalidArgument(format!(
+                "{field} {asked} differs from template {:?}, which was snapshotted with {frozen}; \
+                 leave it at 0",
+                request.template
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn allocated_memory_mb(sandboxes: &HashMap<SandboxId, SandboxHandle>) -> u64 {

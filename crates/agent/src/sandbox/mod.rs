@@ -4,6 +4,7 @@
 mod actor;
 pub mod manager;
 pub mod request;
+mod snapshot;
 mod suspend;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,9 @@ pub struct SandboxInfo {
     pub boot_ms: u64,
     /// PID of the VMM process while it runs.
     pub vmm_pid: Option<u32>,
+    /// Templates whose files this sandbox's disk or memory rests on: the one it was created
+    /// from, and every snapshot template made from it (its overlay now stacks on theirs).
+    pub depends_on: std::collections::BTreeSet<String>,
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -12,10 +12,12 @@ use super::SandboxState;
 use crate::disk::OVERLAY_FILE;
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
-use crate::vmm::qemu::MEMORY_FILE;
+use crate::vmm::MemorySharing;
 
 /// Device state of a paused sandbox, inside its directory.
 pub const STATE_FILE: &str = "vmstate";
+/// Guest RAM of a sandbox booted from a base template (`share=on`), inside its directory.
+pub const MEMORY_FILE: &str = "memory";
 
 impl SandboxActor {
     pub(super) async fn pause(&mut self) -> Result<(), ApiError> {
@@ -33,7 +35,10 @@ impl SandboxActor {
         let vm = self.vm.as_mut().expect("a running sandbox has a VM");
         let saved = match vm.save_and_exit(&state_file).await {
             Ok(()) => {
-                make_durable(&self.dir).map_err(|e| format!("flush paused sandbox to disk: {e}"))
+                let own_memory = self.spec.as_ref().map(|spec| spec.memory_sharing)
+                    == Some(MemorySharing::Shared);
+                make_durable(&self.dir, own_memory)
+                    .map_err(|e| format!("flush paused sandbox to disk: {e}"))
             }
             Err(e) => Err(format!("save VM state: {}", error_chain(&e))),
         };
@@ -115,7 +120,7 @@ impl SandboxActor {
         let mut init = self.init.clone();
         init.entropy = vec![0u8; 64];
         rand::thread_rng().fill_bytes(&mut init.entropy);
-        match EnvdClient::connect_and_init(addr, init, self.ctx.config.ready_timeout).await {
+        match EnvdClient::connect_and_init(addr, init, None, self.ctx.config.ready_timeout).await {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
                 let _ = std::fs::remove_file(self.dir.join(super::suspend::STATE_FILE));
@@ -139,9 +144,14 @@ impl SandboxActor {
     }
 }
 
-/// fsyncs everything a paused sandbox is made of, and the directory entries themselves.
-fn make_durable(dir: &Path) -> std::io::Result<()> {
-    for file in [MEMORY_FILE, STATE_FILE, OVERLAY_FILE] {
+/// fsyncs everything a paused sandbox is made of, and the directory entries themselves. A
+/// clone's RAM is in the state file (its memory file is the template's, never written).
+fn make_durable(dir: &Path, own_memory_file: bool) -> std::io::Result<()> {
+    let mut files = vec![STATE_FILE, OVERLAY_FILE];
+    if own_memory_file {
+        files.push(MEMORY_FILE);
+    }
+    for file in files {
         std::fs::File::open(dir.join(file))?.sync_all()?;
     }
     std::fs::File::open(dir)?.sync_all()

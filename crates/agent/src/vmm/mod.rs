@@ -23,9 +23,22 @@ pub struct VmSpec {
     /// Writable root disk (a qcow2 overlay over the template's read-only base).
     pub root_disk: PathBuf,
     pub network: VmNetwork,
-    /// Directory for the VMM's sockets, logs and guest memory file.
+    /// Directory for the VMM's sockets and logs.
     pub run_dir: PathBuf,
+    /// File backing guest RAM.
+    pub memory_file: PathBuf,
+    pub memory_sharing: MemorySharing,
     pub accelerator: Accelerator,
+}
+
+/// How guest RAM maps its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySharing {
+    /// The sandbox's own file, written through (`share=on`): a pause saves only device state.
+    Shared,
+    /// A snapshot template's file, mapped copy-on-write (`share=off`): clones share its pages
+    /// and never change it; a pause must save RAM with the device state.
+    Private,
 }
 
 /// The guest NIC: a TAP device inside the sandbox's network namespace.

@@ -13,14 +13,12 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use super::qmp::QmpClient;
-use super::{tail_of_file, VmExit, VmInstance, VmSpec, Vmm, VmmError};
+use super::{tail_of_file, MemorySharing, VmExit, VmInstance, VmSpec, Vmm, VmmError};
 use crate::accel::Accelerator;
 
 const QMP_SOCKET: &str = "qmp.sock";
 const CONSOLE_LOG: &str = "console.log";
 const VMM_LOG: &str = "vmm.log";
-/// Guest RAM lives in this file (`share=on`) so a later pause only has to save device state.
-pub const MEMORY_FILE: &str = "memory";
 
 /// Runs guests with `qemu-system-x86_64 -M microvm`.
 #[derive(Debug, Clone)]
@@ -68,9 +66,13 @@ pub fn qemu_args(spec: &VmSpec, tcg_cache_mb: u32) -> Vec<OsString> {
     push(&[
         "-object",
         &format!(
-            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+            "memory-backend-file,id=mem,size={}M,mem-path={},share={}",
             spec.memory_mb,
-            run(MEMORY_FILE).display()
+            spec.memory_file.display(),
+            match spec.memory_sharing {
+                MemorySharing::Shared => "on",
+                MemorySharing::Private => "off",
+            }
         ),
     ]);
     push(&[
@@ -166,6 +168,11 @@ enum BootMode {
 
 /// Saved-state transfers are small (RAM stays in its file), so this is generous.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lifts the default 128 MiB/s cap, which only matters when RAM travels in the stream.
+fn unlimited_bandwidth() -> serde_json::Value {
+    json!({ "max-bandwidth": 64u64 << 30 })
+}
 
 fn ignore_shared_memory() -> serde_json::Value {
     // Guest RAM is a shared file: keep it out of the stream on both sides.
@@ -319,6 +326,8 @@ impl VmInstance for QemuInstance {
         qmp.execute("stop", None).await?;
         qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory()))
             .await?;
+        qmp.execute("migrate-set-parameters", Some(unlimited_bandwidth()))
+            .await?;
         qmp.execute(
             "migrate",
             Some(json!({ "uri": format!("exec:cat > {}", shell_quote(state_file)) })),
@@ -335,7 +344,7 @@ impl VmInstance for QemuInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::VmNetwork;
+    use crate::vmm::{MemorySharing, VmNetwork};
 
     fn spec(accelerator: Accelerator) -> VmSpec {
         VmSpec {
@@ -351,6 +360,8 @@ mod tests {
                 mac: "02:00:ac:10:00:02".into(),
             },
             run_dir: "/s".into(),
+            memory_file: "/s/memory".into(),
+            memory_sharing: MemorySharing::Shared,
             accelerator,
         }
     }

@@ -1,0 +1,189 @@
+//! Snapshot templates with real VMs: a running sandbox is frozen into a template and goes on;
+//! clones resume the frozen VM in parallel, each independent, with fresh RNG and the right
+//! clock; the template's files never change; a template in use cannot be deleted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spec, TestHost};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use wrenn_agent_api::v1 as pb;
+
+const COUNTER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                       s.bind(('127.0.0.1',9000));s.listen()\ni=0\nwhile True:\n c,_=s.accept();i+=1;c.sendall(str(i).encode());c.close()";
+const NEXT: &str = "python3 -c \"import socket\ns=socket.create_connection(('127.0.0.1',9000));print(s.recv(16).decode())\"";
+
+fn file_hashes(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut hashes: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                hex::encode(Sha256::digest(std::fs::read(&p).unwrap())),
+            )
+        })
+        .collect();
+    hashes.sort();
+    hashes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_template_intact() {
+    let mut host = TestHost::start().await;
+    let source = host.create().await.sandbox_id;
+    drop(
+        host.client
+            .start_process(pb::StartProcessRequest {
+                sandbox_id: source.clone(),
+                process: Some(spec("python3", &["-c", COUNTER])),
+            })
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(host.sh(&source, NEXT).await.trim(), "1");
+    host.sh(&source, "echo frozen > /root/state.txt").await;
+
+    let name = format!("tpl-{}", host.lease.0.index);
+    // A crashed earlier run of this test may have left its template behind.
+    let _ = std::fs::remove_dir_all(common::images_dir().join("templates").join(&name));
+    let template = host
+        .client
+        .snapshot_sandbox(pb::SnapshotSandboxRequest {
+            sandbox_id: source.clone(),
+            template_name: name.clone(),
+        })
+        .await
+        .expect("snapshot")
+        .into_inner();
+    assert!(template.snapshot);
+    assert_eq!((template.vcpus, template.memory_mb), (1, 256));
+    // The source keeps running, on a new overlay over the frozen disk.
+    assert_eq!(host.sh(&source, NEXT).await.trim(), "2");
+    host.sh(&source, "echo source-only > /root/mine.txt").await;
+
+    let template_dir = common::images_dir().join("templates").join(&name);
+    let before = file_hashes(&template_dir);
+
+    let creates = (0..3).map(|_| {
+        let mut client = host.client.clone();
+        let name = name.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let sandbox = client
+                .create_sandbox(pb::CreateSandboxRequest {
+                    template: name,
+                    internet: pb::InternetAccess::Blocked as i32,
+                    ..Default::default()
+                })
+                .await
+                .expect("clone")
+                .into_inner();
+            println!("clone ready in {} ms", started.elapsed().as_millis());
+            sandbox
+        }
+    });
+    let clones: Vec<String> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|s| s.sandbox_id)
+        .collect();
+
+    let mut randoms = Vec::new();
+    for (i, clone) in clones.iter().enumerate() {
+        // Same frozen memory: the counter continues from the snapshot, in every clone.
+        assert_eq!(host.sh(clone, NEXT).await.trim(), "2", "clone {i}");
+        assert_eq!(host.sh(clone, "cat /root/state.txt").await, "frozen\n");
+        assert_eq!(
+            host.sh(clone, "cat /root/mine.txt 2>/dev/null || echo absent")
+                .await,
+            "absent\n"
+        );
+        host.sh(clone, &format!("echo clone-{i} > /root/mine.txt"))
+            .await;
+        randoms.push(
+            host.sh(clone, "head -c 16 /dev/urandom | od -An -tx1")
+                .await,
+        );
+        let guest_ms: i64 = host.sh(clone, "date +%s%3N").await.trim().parse().unwrap();
+        let host_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (guest_ms - host_ms).abs() < 1000,
+            "clone {i} clock off by {} ms",
+            guest_ms - host_ms
+        );
+    }
+    for (i, clone) in clones.iter().enumerate() {
+        assert_eq!(
+            host.sh(clone, "cat /root/mine.txt").await,
+            format!("clone-{i}\n"),
+            "writes stay in their clone"
+        );
+    }
+    assert_eq!(
+        host.sh(&source, "cat /root/mine.txt").await,
+        "source-only\n"
+    );
+    randoms.sort();
+    randoms.dedup();
+    assert_eq!(randoms.len(), 3, "clones produced the same random bytes");
+
+    // A clone can pause and resume too (its RAM travels with the device state).
+    host.client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: clones[0].clone(),
+        })
+        .await
+        .unwrap();
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: clones[0].clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(host.sh(&clones[0], NEXT).await.trim(), "3");
+
+    assert_eq!(
+        file_hashes(&template_dir),
+        before,
+        "template files changed while clones ran"
+    );
+
+    let delete = |client: &mut common::Client, name: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .delete_template(pb::DeleteTemplateRequest { name })
+                .await
+        }
+    };
+    let status = delete(&mut host.client, name.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    for clone in &clones {
+        host.destroy(clone).await;
+    }
+    // The source's disk now rests on the template too.
+    let status = delete(&mut host.client, name.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    host.destroy(&source).await;
+    delete(&mut host.client, name.clone())
+        .await
+        .expect("delete unused template");
+    assert!(!template_dir.exists());
+    let status = delete(&mut host.client, "minimal".into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "base templates are the builder's"
+    );
+    host.stop().await;
+}
