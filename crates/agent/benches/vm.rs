@@ -78,6 +78,7 @@ async fn run() -> anyhow::Result<()> {
     config.images_dir = images_dir.clone();
     config.state_dir = state.path().join("sandboxes");
     lease.apply(&mut config);
+    config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
     if let Some(mb) = std::env::var("WRENN_TCG_CACHE_MB")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -29,6 +29,17 @@ pub struct AgentConfig {
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
     pub max_vcpus: u32,
+    pub on_shutdown: ShutdownPolicy,
+}
+
+/// What the agent does with its sandboxes when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPolicy {
+    /// Pause running sandboxes (and keep paused ones) so the next start adopts them: an agent
+    /// restart or upgrade costs users nothing.
+    PauseSandboxes,
+    /// Destroy everything (`wrenn run`, tests).
+    DestroySandboxes,
 }
 
 /// An IPv4 block carved into /30 slot networks.
@@ -94,6 +105,7 @@ impl AgentConfig {
             tcg_cache_mb: 32,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
+            on_shutdown: ShutdownPolicy::PauseSandboxes,
         }
     }
 

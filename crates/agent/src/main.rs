@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use wrenn_agent::accel::AcceleratorChoice;
-use wrenn_agent::config::{AgentConfig, SlotNetwork};
+use wrenn_agent::config::{AgentConfig, ShutdownPolicy, SlotNetwork};
 use wrenn_agent::server::Agent;
 
 /// The Wrenn host agent: owns the microVMs on this machine.
@@ -33,6 +33,10 @@ struct Args {
     /// auto, kvm or tcg.
     #[arg(long, env = "WRENN_ACCELERATOR", default_value = "auto")]
     accelerator: AcceleratorChoice,
+    /// What to do with sandboxes when the agent stops: `pause` keeps them for the next start,
+    /// `destroy` removes them.
+    #[arg(long, env = "WRENN_ON_SHUTDOWN", default_value = "pause", value_parser = ["pause", "destroy"])]
+    on_shutdown: String,
     /// TCG translated-code cache per VM in MiB (software emulation only): smaller saves memory,
     /// larger saves retranslation in CPU-heavy guests.
     #[arg(long, env = "WRENN_TCG_CACHE_MB", default_value_t = 32)]
@@ -45,6 +49,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -59,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
     config.accelerator = args.accelerator;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
     config.tcg_cache_mb = args.tcg_cache_mb;
+    config.on_shutdown = match args.on_shutdown.as_str() {
+        "destroy" => ShutdownPolicy::DestroySandboxes,
+        _ => ShutdownPolicy::PauseSandboxes,
+    };
 
     let agent = Agent::start(config).await.context("start host agent")?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use crate::config::AgentConfig;
 use crate::network::{NetworkError, NetworkManager};
+use crate::sandbox::record::PausedRecord;
 use crate::sandbox::vmm_name_prefix;
 
 /// What reclaim found and removed.
@@ -90,6 +91,8 @@ fn remove_sandbox_dirs(state_dir: &Path) -> Vec<String> {
     entries
         .filter_map(Result::ok)
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("sb-"))
+        // Paused sandboxes are not leftovers: the manager adopts them.
+        .filter(|entry| PausedRecord::read(&entry.path()).is_none())
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             match std::fs::remove_dir_all(entry.path()) {

@@ -7,11 +7,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{create_request, host_objects, images_dir, InstanceLease};
+use wrenn_agent_api::v1 as pb;
 use wrenn_agent_api::v1::host_agent_client::HostAgentClient;
 
+/// A `wrenn-agent` child process, killed if the test ends early (a panicking test must not
+/// leave an agent running under its instance name).
 struct AgentProcess {
     child: Child,
     port: u16,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn spawn_agent(lease: &InstanceLease, data_dir: &std::path::Path) -> AgentProcess {
@@ -52,17 +62,52 @@ async fn connect(agent: &AgentProcess) -> common::Client {
     panic!("agent did not listen on port {}", agent.port);
 }
 
+fn state_of(sandboxes: &[pb::Sandbox], id: &str) -> Option<i32> {
+    sandboxes
+        .iter()
+        .find(|s| s.sandbox_id == id)
+        .map(|s| s.state)
+}
+
+async fn list(client: &mut common::Client) -> Vec<pb::Sandbox> {
+    client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
+async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
     let lease = InstanceLease::acquire();
     let data = tempfile::tempdir().unwrap();
     let instance = lease.instance();
 
     let mut agent = spawn_agent(&lease, data.path());
     let mut client = connect(&agent).await;
-    for _ in 0..2 {
-        client.create_sandbox(create_request()).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            client
+                .create_sandbox(create_request())
+                .await
+                .unwrap()
+                .into_inner()
+                .sandbox_id,
+        );
     }
+    let exec = |id: &str| pb::ExecRequest {
+        sandbox_id: id.into(),
+        process: Some(common::spec("sh", &["-c", "echo kept > /root/kept.txt"])),
+    };
+    client.exec(exec(&ids[2])).await.unwrap();
+    client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: ids[2].clone(),
+        })
+        .await
+        .unwrap();
     agent.child.kill().unwrap(); // SIGKILL: no chance to clean up.
     agent.child.wait().unwrap();
     let (netns, links, pids) = host_objects(&instance);
@@ -72,7 +117,7 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
         "the crash left its VMs behind"
     );
     let sandboxes = data.path().join("sandboxes");
-    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 3);
 
     let mut agent = spawn_agent(&lease, data.path());
     let mut client = connect(&agent).await;
@@ -82,17 +127,34 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
     assert!(pids.is_empty(), "{pids:?}");
     assert_eq!(
         std::fs::read_dir(&sandboxes).unwrap().count(),
-        0,
-        "overlays left behind"
+        1,
+        "only the paused sandbox stays"
+    );
+    let listed = list(&mut client).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        state_of(&listed, &ids[2]),
+        Some(pb::SandboxState::Paused as i32)
     );
 
-    // The restarted agent works, and SIGTERM stops its VMs and removes its host objects.
-    let sandbox = client
-        .create_sandbox(create_request())
+    // The adopted sandbox resumes with its files.
+    client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: ids[2].clone(),
+        })
+        .await
+        .expect("resume adopted sandbox");
+    let out = client
+        .exec(pb::ExecRequest {
+            sandbox_id: ids[2].clone(),
+            process: Some(common::spec("cat", &["/root/kept.txt"])),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(sandbox.sandbox_id.starts_with("sb-"));
+    assert_eq!(out.stdout, b"kept\n");
+
+    // SIGTERM pauses running sandboxes and removes every host object; the next start lists them.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -110,4 +172,21 @@ async fn restart_after_kill_9_reclaims_everything_and_sigterm_cleans_up() {
         .output()
         .unwrap();
     assert!(!table.status.success(), "host nft table left behind");
+
+    let mut agent = spawn_agent(&lease, data.path());
+    let mut client = connect(&agent).await;
+    let listed = list(&mut client).await;
+    assert_eq!(
+        state_of(&listed, &ids[2]),
+        Some(pb::SandboxState::Paused as i32)
+    );
+    client
+        .destroy_sandbox(pb::DestroySandboxRequest {
+            sandbox_id: ids[2].clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 0);
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
 }

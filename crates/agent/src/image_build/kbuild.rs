@@ -115,9 +115,12 @@ mod tests {
         std::fs::create_dir_all(tree.join("sub")).unwrap();
         std::fs::write(tree.join("sub/Makefile"), "all:\n\tsleep 2\n").unwrap();
         assert!(running_makes_in(&tree).is_empty());
+        // Killing make leaves its `sleep` behind; it must not hold the test's output open.
         let mut child = match Command::new("make")
             .current_dir(tree.join("sub"))
             .arg("-s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
         {
             Ok(child) => child,

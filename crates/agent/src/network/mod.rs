@@ -182,6 +182,7 @@ impl NetworkManager {
 
     async fn create(&self, slot: &NetworkSlot) -> Result<(), CommandError> {
         // A crash may have left this very name behind.
+        let _ = ip::delete_link(&slot.host_veth).await;
         if ip::netns_path(&slot.netns).exists() {
             let _ = ip::delete_netns(&slot.netns).await;
         }
@@ -217,6 +218,11 @@ impl NetworkManager {
         if slot.internet == InternetAccess::Allowed {
             // The element vanishes with the interface anyway; ignore "not found".
             let _ = nft::revoke_internet(&self.instance, &slot.host_veth).await;
+        }
+        // Delete the veth pair explicitly: a deleted namespace takes its interfaces down
+        // asynchronously, and the next user of this slot index needs the name free at once.
+        if let Err(e) = ip::delete_link(&slot.host_veth).await {
+            tracing::debug!(link = slot.host_veth, error = %e, "delete host veth");
         }
         if ip::netns_path(&slot.netns).exists() {
             if let Err(e) = ip::delete_netns(&slot.netns).await {

@@ -121,8 +121,25 @@ impl SandboxActor {
         self.serve(commands).await;
     }
 
+    /// Takes over a sandbox a previous agent run left paused on disk.
+    pub fn adopt(
+        ctx: Arc<HostContext>,
+        info: watch::Sender<SandboxInfo>,
+        envd: SharedEnvd,
+        record: &super::record::PausedRecord,
+    ) -> Self {
+        let mut actor = Self::new(ctx, info, envd);
+        actor.spec = Some(record.spec(&actor.dir, actor.ctx.accelerator));
+        actor.init = InitRequest {
+            access_token: record.envd_token.clone(),
+            env: record.env.clone().into_iter().collect(),
+            ..InitRequest::default()
+        };
+        actor
+    }
+
     /// Serves commands until the sandbox is destroyed or its VMM dies.
-    async fn serve(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(super) async fn serve(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             let event = match self.vm.take() {
                 Some(mut vm) => {
@@ -137,8 +154,12 @@ impl SandboxActor {
                 None => Event::Command(commands.recv().await),
             };
             match event {
+                // The manager is gone (the agent is stopping). A paused sandbox stays on disk
+                // for the next start to adopt; anything else is stopped.
                 Event::Command(None) => {
-                    self.teardown(SandboxState::Stopped, None).await;
+                    if self.info.borrow().state != SandboxState::Paused {
+                        self.teardown(SandboxState::Stopped, None).await;
+                    }
                     return;
                 }
                 Event::Command(Some(Command::Destroy { reply })) => {

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor::{BootPlan, Command, SandboxActor, SharedEnvd};
+use super::record::PausedRecord;
 use super::request::{CreateSandbox, Limits};
 use super::{now_ms, SandboxInfo, SandboxState};
 use crate::accel::Accelerator;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ShutdownPolicy};
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::ids::SandboxId;
@@ -103,7 +104,40 @@ impl SandboxManager {
             host_memory_mb: host_memory_mb(),
             sandboxes: Mutex::new(HashMap::new()),
         };
+        manager.adopt_paused();
         Ok((manager, report))
+    }
+
+    /// Registers the paused sandboxes a previous run left on disk.
+    fn adopt_paused(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.ctx.config.state_dir) else {
+            return;
+        };
+        for dir in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            let Some(record) = PausedRecord::read(&dir) else {
+                continue;
+            };
+            let Some(info) = record.info() else { continue };
+            let id = info.id.clone();
+            let (info_tx, info_rx) = watch::channel(info);
+            let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let envd: SharedEnvd = Arc::new(RwLock::new(None));
+            let actor = SandboxActor::adopt(self.ctx.clone(), info_tx, envd.clone(), &record);
+            self.sandboxes.lock().unwrap().insert(
+                id.clone(),
+                SandboxHandle {
+                    info: info_rx,
+                    commands: commands_tx,
+                    envd,
+                },
+            );
+            tracing::info!(sandbox_id = %id, "adopted paused sandbox");
+            let span = tracing::info_span!("sandbox", sandbox_id = %id);
+            tokio::spawn(tracing::Instrument::instrument(
+                actor.serve(commands_rx),
+                span,
+            ));
+        }
     }
 
     pub fn images(&self) -> &ImageStore {
@@ -381,15 +415,25 @@ impl SandboxManager {
 
     /// Destroys every sandbox (agent shutdown) and removes the host firewall table.
     pub async fn shutdown(&self) {
-        let ids: Vec<String> = self
-            .list()
-            .into_iter()
-            .map(|info| info.id.to_string())
-            .collect();
-        let destroys = ids.iter().map(|id| self.destroy(id));
-        for result in futures::future::join_all(destroys).await {
+        let sandboxes = self.list();
+        let stops = sandboxes.iter().map(|info| async move {
+            let id = info.id.as_str();
+            let keep = self.ctx.config.on_shutdown == ShutdownPolicy::PauseSandboxes;
+            match info.state {
+                SandboxState::Paused if keep => Ok(()),
+                SandboxState::Running if keep => match self.pause(id).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(sandbox_id = id, error = %error_chain(&e), "pause at shutdown failed; destroying");
+                        self.destroy(id).await
+                    }
+                },
+                _ => self.destroy(id).await,
+            }
+        });
+        for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
-                tracing::warn!(error = %error_chain(&e), "destroy sandbox at shutdown");
+                tracing::warn!(error = %error_chain(&e), "stop sandbox at shutdown");
             }
         }
         self.ctx.network.remove_host_table().await;

@@ -3,6 +3,7 @@
 
 mod actor;
 pub mod manager;
+pub mod record;
 pub mod request;
 mod snapshot;
 mod suspend;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use rand::RngCore;
 
 use super::actor::SandboxActor;
+use super::record::PausedRecord;
 use super::SandboxState;
 use crate::disk::OVERLAY_FILE;
 use crate::envd_client::EnvdClient;
@@ -59,6 +60,8 @@ impl SandboxActor {
             info.state = SandboxState::Paused;
             info.vmm_pid = None;
         });
+        // Last: with the record on disk, a restarted agent finds and lists this sandbox.
+        self.write_paused_record();
         tracing::info!(
             pause_ms = started.elapsed().as_millis() as u64,
             "sandbox paused"
@@ -76,8 +79,12 @@ impl SandboxActor {
         }
         let started = Instant::now();
         self.update(|info| info.state = SandboxState::Resuming);
+        // Gone before the guest can run again: were the agent to die mid-resume, the saved
+        // state would no longer match the memory and disk, and must not be adopted as paused.
+        PausedRecord::remove(&self.dir);
         let still_paused = |actor: &Self, error: ApiError| {
             actor.update(|info| info.state = SandboxState::Paused);
+            actor.write_paused_record();
             Err(error)
         };
         let internet = self.info.borrow().internet;
@@ -123,7 +130,7 @@ impl SandboxActor {
         match EnvdClient::connect_and_init(addr, init, None, self.ctx.config.ready_timeout).await {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
-                let _ = std::fs::remove_file(self.dir.join(super::suspend::STATE_FILE));
+                let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
                 self.update(|info| {
                     info.state = SandboxState::Running;
                     info.vmm_pid = pid;
@@ -140,6 +147,22 @@ impl SandboxActor {
                     .await;
                 Err(ApiError::Unavailable(message))
             }
+        }
+    }
+}
+
+impl SandboxActor {
+    fn write_paused_record(&self) {
+        let record = PausedRecord::new(
+            &self.info.borrow(),
+            self.spec
+                .as_ref()
+                .expect("a paused sandbox keeps its VM spec"),
+            &self.init.access_token,
+            self.init.env.clone().into_iter().collect(),
+        );
+        if let Err(e) = record.write(&self.dir) {
+            tracing::warn!(error = %e, "write paused-sandbox record; it will not survive an agent restart");
         }
     }
 }

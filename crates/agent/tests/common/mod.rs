@@ -62,6 +62,7 @@ impl InstanceLease {
         config.state_dir = state_dir.join("sandboxes");
         self.0.apply(&mut config);
         config.ready_timeout = ready_timeout();
+        config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
         config
     }
 }

@@ -97,6 +97,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
         .join("local-runs")
         .join(lease.index.to_string());
     lease.apply(&mut config);
+    config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
 
     let spinner = boot_spinner(&args.template);
