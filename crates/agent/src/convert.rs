@@ -19,6 +19,9 @@ pub fn sandbox_to_wire(info: &SandboxInfo) -> pb::Sandbox {
         created_at_ms: info.created_at_ms,
         error: info.error.clone().unwrap_or_default(),
         boot_ms: info.boot_ms,
+        timeout_sec: info.timeout_sec,
+        last_activity_ms: info.last_activity_ms,
+        auto_paused: info.auto_paused,
     }
 }
 
@@ -56,6 +59,7 @@ pub fn create_from_wire(request: pb::CreateSandboxRequest) -> CreateSandbox {
         env: request.env.into_iter().collect(),
         metadata: request.metadata.into_iter().collect(),
         internet,
+        timeout_sec: request.timeout_sec,
     }
 }
 

@@ -85,6 +85,43 @@ impl HostAgent for AgentService {
         Ok(Response::new(template_to_wire(&manifest)))
     }
 
+    async fn fork_sandbox(
+        &self,
+        request: Request<pb::ForkSandboxRequest>,
+    ) -> Result<Response<pb::ForkSandboxResponse>, Status> {
+        let request = request.into_inner();
+        let forks = self
+            .manager
+            .fork(
+                &request.sandbox_id,
+                request.count,
+                request.metadata.into_iter().collect(),
+            )
+            .await?;
+        Ok(Response::new(pb::ForkSandboxResponse {
+            sandboxes: forks.iter().map(sandbox_to_wire).collect(),
+        }))
+    }
+
+    async fn ping_sandbox(
+        &self,
+        request: Request<pb::PingSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let info = self.manager.ping(&request.into_inner().sandbox_id)?;
+        Ok(Response::new(sandbox_to_wire(&info)))
+    }
+
+    async fn set_sandbox_timeout(
+        &self,
+        request: Request<pb::SetSandboxTimeoutRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let request = request.into_inner();
+        let info = self
+            .manager
+            .set_timeout(&request.sandbox_id, request.timeout_sec)?;
+        Ok(Response::new(sandbox_to_wire(&info)))
+    }
+
     async fn create_sandbox(
         &self,
         request: Request<pb::CreateSandboxRequest>,

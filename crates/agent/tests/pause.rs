@@ -162,3 +162,81 @@ async fn ten_pause_resume_cycles_lose_no_write() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_sandbox_is_paused_automatically_and_ping_postpones_it() {
+    let mut host = TestHost::start().await;
+    let sandbox = host
+        .create_with(pb::CreateSandboxRequest {
+            timeout_sec: 3,
+            ..common::create_request()
+        })
+        .await;
+    let id = sandbox.sandbox_id;
+    assert_eq!(sandbox.timeout_sec, 3);
+    let state = |host: &mut TestHost, id: String| {
+        let mut client = host.client.clone();
+        async move {
+            client
+                .get_sandbox(pb::GetSandboxRequest { sandbox_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // Keep it busy past its timeout with pings and an exec.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        host.client
+            .ping_sandbox(pb::PingSandboxRequest {
+                sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    host.sh(&id, "echo still-here > /root/idle.txt").await;
+    assert_eq!(
+        state(&mut host, id.clone()).await.state,
+        pb::SandboxState::Running as i32,
+        "paused despite activity"
+    );
+
+    // Then leave it alone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let paused = loop {
+        let sandbox = state(&mut host, id.clone()).await;
+        if sandbox.state == pb::SandboxState::Paused as i32 {
+            break sandbox;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not paused 20 s after the last activity: {sandbox:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(paused.auto_paused);
+    let idle_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - paused.last_activity_ms;
+    assert!(idle_ms >= 3000, "paused after only {idle_ms} ms idle");
+
+    let resumed = resume(&mut host, &id).await;
+    assert!(!resumed.auto_paused);
+    assert_eq!(host.sh(&id, "cat /root/idle.txt").await, "still-here\n");
+    // Timeout 0 turns it off.
+    host.client
+        .set_sandbox_timeout(pb::SetSandboxTimeoutRequest {
+            sandbox_id: id.clone(),
+            timeout_sec: 0,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        state(&mut host, id.clone()).await.state,
+        pb::SandboxState::Running as i32
+    );
+    host.stop().await;
+}

@@ -187,3 +187,79 @@ async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_templ
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_copies_a_running_sandbox_and_its_hidden_template_goes_with_the_last_user() {
+    let mut host = TestHost::start().await;
+    let source = host.create().await.sandbox_id;
+    drop(
+        host.client
+            .start_process(pb::StartProcessRequest {
+                sandbox_id: source.clone(),
+                process: Some(spec("python3", &["-c", COUNTER])),
+            })
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(host.sh(&source, NEXT).await.trim(), "1");
+
+    let started = std::time::Instant::now();
+    let forks = host
+        .client
+        .fork_sandbox(pb::ForkSandboxRequest {
+            sandbox_id: source.clone(),
+            count: 3,
+            metadata: [("forked-from".to_string(), source.clone())].into(),
+        })
+        .await
+        .expect("fork")
+        .into_inner()
+        .sandboxes;
+    println!("fork into 3 took {} ms", started.elapsed().as_millis());
+    assert_eq!(forks.len(), 3);
+    for fork in &forks {
+        assert_eq!(fork.metadata.get("forked-from"), Some(&source));
+        assert_eq!(
+            host.sh(&fork.sandbox_id, NEXT).await.trim(),
+            "2",
+            "fork continues the source's memory"
+        );
+    }
+    assert_eq!(
+        host.sh(&source, NEXT).await.trim(),
+        "2",
+        "the source keeps running on its own"
+    );
+
+    let status = host
+        .client
+        .fork_sandbox(pb::ForkSandboxRequest {
+            sandbox_id: source.clone(),
+            count: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let templates = || {
+        std::fs::read_dir(common::images_dir().join("templates"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("fork-{}", source.trim_start_matches("sb-"))))
+            .count()
+    };
+    assert_eq!(templates(), 1);
+    for fork in &forks {
+        host.destroy(&fork.sandbox_id).await;
+    }
+    assert_eq!(
+        templates(),
+        1,
+        "the source still rests on the fork template"
+    );
+    host.destroy(&source).await;
+    assert_eq!(templates(), 0, "fork template outlived its last user");
+    host.stop().await;
+}

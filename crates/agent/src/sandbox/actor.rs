@@ -9,6 +9,7 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, watch};
 use wrenn_envd_api::v1::InitRequest;
 
+use super::activity::Activity;
 use super::manager::HostContext;
 use super::request::ValidCreate;
 use super::suspend::MEMORY_FILE;
@@ -60,12 +61,18 @@ pub(crate) struct SandboxActor {
     /// The devices the VM was booted with; a resume must recreate exactly these.
     pub(super) spec: Option<VmSpec>,
     pub(super) envd: SharedEnvd,
+    pub(super) activity: Arc<Activity>,
     /// envd's access token and the sandbox environment, handed over again after a resume.
     pub(super) init: InitRequest,
 }
 
 impl SandboxActor {
-    pub fn new(ctx: Arc<HostContext>, info: watch::Sender<SandboxInfo>, envd: SharedEnvd) -> Self {
+    pub fn new(
+        ctx: Arc<HostContext>,
+        info: watch::Sender<SandboxInfo>,
+        envd: SharedEnvd,
+        activity: Arc<Activity>,
+    ) -> Self {
         let dir = ctx.config.state_dir.join(info.borrow().id.as_str());
         Self {
             ctx,
@@ -75,6 +82,7 @@ impl SandboxActor {
             vm: None,
             spec: None,
             envd,
+            activity,
             init: InitRequest::default(),
         }
     }
@@ -95,6 +103,8 @@ impl SandboxActor {
         match booted {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
+                // Idle time counts from when the sandbox is usable, not from the request.
+                self.activity.touch();
                 self.update(|info| {
                     info.state = SandboxState::Running;
                     info.boot_ms = started.elapsed().as_millis() as u64;
@@ -126,9 +136,10 @@ impl SandboxActor {
         ctx: Arc<HostContext>,
         info: watch::Sender<SandboxInfo>,
         envd: SharedEnvd,
+        activity: Arc<Activity>,
         record: &super::record::PausedRecord,
     ) -> Self {
-        let mut actor = Self::new(ctx, info, envd);
+        let mut actor = Self::new(ctx, info, envd, activity);
         actor.spec = Some(record.spec(&actor.dir, actor.ctx.accelerator));
         actor.init = InitRequest {
             access_token: record.envd_token.clone(),
@@ -143,9 +154,11 @@ impl SandboxActor {
         loop {
             let event = match self.vm.take() {
                 Some(mut vm) => {
+                    let idle_check = tokio::time::sleep(Activity::CHECK_EVERY);
                     let event = tokio::select! {
                         command = commands.recv() => Event::Command(command),
                         exit = vm.wait_exit() => Event::VmmExited(exit),
+                        () = idle_check, if self.activity.timeout_sec() > 0 => Event::IdleCheck,
                     };
                     self.vm = Some(vm);
                     event
@@ -189,6 +202,21 @@ impl SandboxActor {
                     let _ = reply.send(result);
                     if failed {
                         return;
+                    }
+                }
+                Event::IdleCheck => {
+                    if self.activity.expired() && self.info.borrow().state == SandboxState::Running
+                    {
+                        tracing::info!(timeout_sec = self.activity.timeout_sec(), "idle: pausing");
+                        match self.pause().await {
+                            Ok(()) => self.update(|info| info.auto_paused = true),
+                            // pause() has already released everything and reported the error.
+                            Err(e) => {
+                                tracing::error!(error = %e, "automatic pause failed; sandbox destroyed");
+                                return;
+                            }
+                        }
+                        self.write_paused_record();
                     }
                 }
                 Event::VmmExited(exit) => {
@@ -368,6 +396,7 @@ fn still_starting() -> ApiError {
 
 enum Event {
     Command(Option<Command>),
+    IdleCheck,
     VmmExited(crate::vmm::VmExit),
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::activity::Activity;
 use super::actor::{BootPlan, Command, SandboxActor, SharedEnvd};
 use super::record::PausedRecord;
 use super::request::{CreateSandbox, Limits};
@@ -22,6 +23,10 @@ use crate::vmm::Vmm;
 
 /// Commands queued per sandbox before callers get a "busy" error.
 const COMMAND_QUEUE: usize = 8;
+/// Most copies one fork call makes.
+const MAX_FORKS: u32 = 16;
+/// Hidden templates made by fork start with this.
+const FORK_TEMPLATE_PREFIX: &str = "fork-";
 /// Memory kept back for the host itself when admitting sandboxes.
 const HOST_RESERVED_MB: u64 = 1024;
 
@@ -39,6 +44,17 @@ struct SandboxHandle {
     info: watch::Receiver<SandboxInfo>,
     commands: mpsc::Sender<Command>,
     envd: SharedEnvd,
+    activity: Arc<Activity>,
+}
+
+impl SandboxHandle {
+    /// The owner task's view plus the activity callers record directly.
+    fn snapshot(&self) -> SandboxInfo {
+        let mut info = self.info.borrow().clone();
+        info.timeout_sec = self.activity.timeout_sec();
+        info.last_activity_ms = self.activity.last_ms();
+        info
+    }
 }
 
 /// Host facts reported to the control plane.
@@ -122,13 +138,21 @@ impl SandboxManager {
             let (info_tx, info_rx) = watch::channel(info);
             let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
             let envd: SharedEnvd = Arc::new(RwLock::new(None));
-            let actor = SandboxActor::adopt(self.ctx.clone(), info_tx, envd.clone(), &record);
+            let activity = Arc::new(Activity::new(record.timeout_sec));
+            let actor = SandboxActor::adopt(
+                self.ctx.clone(),
+                info_tx,
+                envd.clone(),
+                activity.clone(),
+                &record,
+            );
             self.sandboxes.lock().unwrap().insert(
                 id.clone(),
                 SandboxHandle {
                     info: info_rx,
                     commands: commands_tx,
                     envd,
+                    activity,
                 },
             );
             tracing::info!(sandbox_id = %id, "adopted paused sandbox");
@@ -199,7 +223,11 @@ impl SandboxManager {
             boot_ms: 0,
             vmm_pid: None,
             depends_on: [request.template.clone()].into(),
+            timeout_sec: request.timeout_sec,
+            last_activity_ms: now_ms(),
+            auto_paused: false,
         };
+        let activity = Arc::new(Activity::new(request.timeout_sec));
         let (info_tx, info_rx) = watch::channel(info);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let envd: SharedEnvd = Arc::new(RwLock::new(None));
@@ -225,13 +253,14 @@ impl SandboxManager {
                     info: info_rx,
                     commands: commands_tx,
                     envd: envd.clone(),
+                    activity: activity.clone(),
                 },
             );
         }
 
         let id = request.id.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let actor = SandboxActor::new(self.ctx.clone(), info_tx, envd);
+        let actor = SandboxActor::new(self.ctx.clone(), info_tx, envd, activity);
         let plan = BootPlan {
             request,
             template,
@@ -272,6 +301,50 @@ impl SandboxManager {
                 format!("sandbox {id} is {}", handle.info.borrow().state.as_str()),
             )),
         }
+    }
+
+    /// Copies a running sandbox into `count` new ones through a hidden snapshot template, which
+    /// is deleted when its last user is destroyed.
+    pub async fn fork(
+        &self,
+        id: &str,
+        count: u32,
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<SandboxInfo>, ApiError> {
+        if !(1..=MAX_FORKS).contains(&count) {
+            return Err(ApiError::InvalidArgument(format!(
+                "count {count} must be between 1 and {MAX_FORKS}"
+            )));
+        }
+        let source = self.get(id)?;
+        let template = format!(
+            "{FORK_TEMPLATE_PREFIX}{}-{:08x}",
+            source.id.as_str().trim_start_matches("sb-"),
+            rand::random::<u32>()
+        );
+        self.snapshot(id, &template).await?;
+        let creates = (0..count).map(|_| {
+            self.create(CreateSandbox {
+                id: None,
+                template: template.clone(),
+                vcpus: 0,
+                memory_mb: 0,
+                disk_mb: 0,
+                env: Default::default(),
+                metadata: metadata.clone(),
+                internet: source.internet,
+                timeout_sec: source.timeout_sec,
+            })
+        });
+        let results = futures::future::join_all(creates).await;
+        if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
+            let error = ApiError::Unavailable(format!("fork failed: {error}"));
+            for info in results.iter().flatten() {
+                let _ = self.destroy(info.id.as_str()).await;
+            }
+            return Err(error);
+        }
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Deletes a snapshot template nobody uses.
@@ -327,7 +400,21 @@ impl SandboxManager {
     }
 
     pub fn get(&self, id: &str) -> Result<SandboxInfo, ApiError> {
-        Ok(self.handle(id)?.info.borrow().clone())
+        Ok(self.handle(id)?.snapshot())
+    }
+
+    /// Counts as activity: postpones an idle sandbox's automatic pause.
+    pub fn ping(&self, id: &str) -> Result<SandboxInfo, ApiError> {
+        let handle = self.handle(id)?;
+        handle.activity.touch();
+        Ok(handle.snapshot())
+    }
+
+    /// Changes the idle timeout (0 = never).
+    pub fn set_timeout(&self, id: &str, timeout_sec: u32) -> Result<SandboxInfo, ApiError> {
+        let handle = self.handle(id)?;
+        handle.activity.set_timeout(timeout_sec);
+        Ok(handle.snapshot())
     }
 
     pub fn list(&self) -> Vec<SandboxInfo> {
@@ -336,7 +423,7 @@ impl SandboxManager {
             .lock()
             .unwrap()
             .values()
-            .map(|handle| handle.info.borrow().clone())
+            .map(SandboxHandle::snapshot)
             .collect();
         list.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.id.cmp(&b.id)));
         list
@@ -345,6 +432,7 @@ impl SandboxManager {
     /// envd of a running sandbox.
     pub fn envd(&self, id: &str) -> Result<EnvdClient, ApiError> {
         let handle = self.handle(id)?;
+        handle.activity.touch();
         let state = handle.info.borrow().state;
         let envd = handle.envd.read().unwrap().clone();
         match (state, envd) {
@@ -410,6 +498,13 @@ impl SandboxManager {
         }
         let parsed = SandboxId::parse(id).expect("handle() validated the id");
         self.sandboxes.lock().unwrap().remove(&parsed);
+        // Hidden fork templates go with their last user.
+        for template in handle.info.borrow().depends_on.iter() {
+            if template.starts_with(FORK_TEMPLATE_PREFIX) && self.delete_template(template).is_ok()
+            {
+                tracing::info!(template, "deleted fork template after its last user");
+            }
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Sandboxes on this host: what they are (`SandboxInfo`), the task that owns each VM
 //! (`actor`), and the registry the gRPC service talks to (`manager`).
 
+mod activity;
 mod actor;
 pub mod manager;
 pub mod record;
@@ -67,6 +68,11 @@ pub struct SandboxInfo {
     /// Templates whose files this sandbox's disk or memory rests on: the one it was created
     /// from, and every snapshot template made from it (its overlay now stacks on theirs).
     pub depends_on: std::collections::BTreeSet<String>,
+    /// Idle seconds before an automatic pause (0 = never).
+    pub timeout_sec: u32,
+    pub last_activity_ms: i64,
+    /// The last pause was automatic (idle timeout).
+    pub auto_paused: bool,
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -38,6 +38,10 @@ pub struct PausedRecord {
     pub memory_shared: bool,
     pub envd_token: String,
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeout_sec: u32,
+    #[serde(default)]
+    pub auto_paused: bool,
 }
 
 impl PausedRecord {
@@ -65,6 +69,8 @@ impl PausedRecord {
             memory_shared: spec.memory_sharing == MemorySharing::Shared,
             envd_token: token.to_owned(),
             env,
+            timeout_sec: info.timeout_sec,
+            auto_paused: info.auto_paused,
         }
     }
 
@@ -87,6 +93,9 @@ impl PausedRecord {
             boot_ms: 0,
             vmm_pid: None,
             depends_on: self.depends_on.clone(),
+            timeout_sec: self.timeout_sec,
+            last_activity_ms: 0,
+            auto_paused: self.auto_paused,
         })
     }
 

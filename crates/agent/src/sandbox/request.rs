@@ -26,6 +26,8 @@ pub struct CreateSandbox {
     pub env: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
     pub internet: InternetAccess,
+    /// Idle seconds before an automatic pause (0 = never).
+    pub timeout_sec: u32,
 }
 
 /// Host limits a request is checked against.
@@ -47,6 +49,7 @@ pub struct ValidCreate {
     pub env: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
     pub internet: InternetAccess,
+    pub timeout_sec: u32,
 }
 
 impl CreateSandbox {
@@ -102,6 +105,7 @@ impl CreateSandbox {
             env: self.env,
             metadata: self.metadata,
             internet: self.internet,
+            timeout_sec: self.timeout_sec,
         })
     }
 }
@@ -153,6 +157,7 @@ mod tests {
             env: BTreeMap::new(),
             metadata: BTreeMap::new(),
             internet: InternetAccess::Allowed,
+            timeout_sec: 0,
         }
     }
 

@@ -131,9 +131,11 @@ impl SandboxActor {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
                 let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+                self.activity.touch();
                 self.update(|info| {
                     info.state = SandboxState::Running;
                     info.vmm_pid = pid;
+                    info.auto_paused = false;
                 });
                 tracing::info!(
                     resume_ms = started.elapsed().as_millis() as u64,
@@ -152,7 +154,7 @@ impl SandboxActor {
 }
 
 impl SandboxActor {
-    fn write_paused_record(&self) {
+    pub(super) fn write_paused_record(&self) {
         let record = PausedRecord::new(
             &self.info.borrow(),
             self.spec

@@ -117,6 +117,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
             } else {
                 InternetAccess::Allowed
             },
+            timeout_sec: 0,
         })
         .await;
     let sandbox = match created {
