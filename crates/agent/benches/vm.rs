@@ -241,6 +241,119 @@ async fn run() -> anyhow::Result<()> {
         });
     }
 
+    eprintln!(
+        "clones of a snapshot template ({boots}x alone, then 4 at once, then 30 s sustained)"
+    );
+    let source = client
+        .create_sandbox(create_request())
+        .await?
+        .into_inner()
+        .sandbox_id;
+    let template = format!("bench-{}", lease.index);
+    let _ = std::fs::remove_dir_all(images_dir.join("templates").join(&template));
+    client
+        .snapshot_sandbox(pb::SnapshotSandboxRequest {
+            sandbox_id: source.clone(),
+            template_name: template.clone(),
+        })
+        .await?;
+    let clone_request = || pb::CreateSandboxRequest {
+        template: template.clone(),
+        internet: pb::InternetAccess::Blocked as i32,
+        ..Default::default()
+    };
+    let mut alone = Vec::new();
+    for _ in 0..boots {
+        let started = Instant::now();
+        let id = client
+            .create_sandbox(clone_request())
+            .await?
+            .into_inner()
+            .sandbox_id;
+        exec_true(&mut client, &id).await?;
+        alone.push(started.elapsed().as_secs_f64() * 1e3);
+        destroy(&mut client, &id).await?;
+    }
+    rows.push(Row {
+        name: "clone -> first exec done",
+        ours: Samples::new(alone),
+        floor: None,
+        unit: "ms",
+    });
+    let parallel = (0..4).map(|_| {
+        let mut client = client.clone();
+        let request = clone_request();
+        async move {
+            let started = Instant::now();
+            let id = client
+                .create_sandbox(request)
+                .await?
+                .into_inner()
+                .sandbox_id;
+            exec_true(&mut client, &id).await?;
+            Ok::<_, anyhow::Error>((id, started.elapsed().as_secs_f64() * 1e3))
+        }
+    });
+    let results = futures::future::try_join_all(parallel).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let clone_pss: Vec<f64> =
+        wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()))
+            .iter()
+            .filter_map(|pid| pss_mib(*pid))
+            .collect();
+    for (id, _) in &results {
+        destroy(&mut client, id).await?;
+    }
+    rows.push(Row {
+        name: "clone -> first exec, 4 at once",
+        ours: Samples::new(results.iter().map(|(_, ms)| *ms).collect()),
+        floor: None,
+        unit: "ms",
+    });
+    rows.push(Row {
+        name: "PSS per idle clone (4 clones + source)",
+        ours: Samples::new(clone_pss),
+        floor: None,
+        unit: "MiB",
+    });
+    // Sustained: create, exec, destroy back to back for 30 s, two at a time.
+    let window = Duration::from_secs(30);
+    let started = Instant::now();
+    let workers = (0..2).map(|_| {
+        let mut client = client.clone();
+        let request = clone_request();
+        async move {
+            let mut done = 0u32;
+            while started.elapsed() < window {
+                let id = client
+                    .create_sandbox(request.clone())
+                    .await?
+                    .into_inner()
+                    .sandbox_id;
+                exec_true(&mut client, &id).await?;
+                destroy(&mut client, &id).await?;
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>(done)
+        }
+    });
+    let total: u32 = futures::future::try_join_all(workers)
+        .await?
+        .into_iter()
+        .sum();
+    rows.push(Row {
+        name: "sustained clones (create+exec+destroy) per second",
+        ours: Samples::new(vec![f64::from(total) / started.elapsed().as_secs_f64()]),
+        floor: None,
+        unit: "/s",
+    });
+    destroy(&mut client, &source).await?;
+    client
+        .delete_template(pb::DeleteTemplateRequest {
+            name: template.clone(),
+        })
+        .await?;
+
     eprintln!("memory of idle sandboxes (4 at once, 256 MiB each, 5 s idle)");
     let creates = (0..4).map(|_| {
         let mut client = client.clone();
@@ -287,6 +400,21 @@ async fn destroy(client: &mut Client, id: &str) -> anyhow::Result<()> {
             sandbox_id: id.into(),
         })
         .await?;
+    Ok(())
+}
+
+async fn exec_true(client: &mut Client, id: &str) -> anyhow::Result<()> {
+    let out = client
+        .exec(pb::ExecRequest {
+            sandbox_id: id.into(),
+            process: Some(envd::ProcessSpec {
+                cmd: "true".into(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(out.exit.is_some_and(|e| e.exit_code == 0), "true failed");
     Ok(())
 }
 

@@ -77,3 +77,13 @@ pub fn template_to_wire(manifest: &TemplateManifest) -> pb::Template {
         created_at_ms: manifest.created_at_ms,
     }
 }
+
+pub fn sample_to_wire(sample: &crate::sandbox::metrics::Sample) -> pb::MetricSample {
+    pb::MetricSample {
+        at_ms: sample.at_ms,
+        cpu_percent: sample.cpu_percent,
+        rss_bytes: sample.rss_bytes,
+        pss_bytes: sample.pss_bytes,
+        disk_bytes: sample.disk_bytes,
+    }
+}

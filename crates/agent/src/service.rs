@@ -12,7 +12,7 @@ use wrenn_agent_api::envd;
 use wrenn_agent_api::v1 as pb;
 use wrenn_agent_api::v1::host_agent_server::HostAgent;
 
-use crate::convert::{create_from_wire, sandbox_to_wire, template_to_wire};
+use crate::convert::{create_from_wire, sample_to_wire, sandbox_to_wire, template_to_wire};
 use crate::exec::exec_collect;
 use crate::sandbox::SandboxManager;
 
@@ -103,6 +103,29 @@ impl HostAgent for AgentService {
         }))
     }
 
+    async fn get_sandbox_metrics(
+        &self,
+        request: Request<pb::GetSandboxMetricsRequest>,
+    ) -> Result<Response<pb::SandboxMetrics>, Status> {
+        let request = request.into_inner();
+        let range_sec = match request.range_sec {
+            0 => 300,
+            s if s <= 86_400 => s,
+            s => {
+                return Err(Status::invalid_argument(format!(
+                    "range_sec {s} is above 86400 (24 h)"
+                )))
+            }
+        };
+        let samples = self.manager.metrics(
+            &request.sandbox_id,
+            std::time::Duration::from_secs(u64::from(range_sec)),
+        )?;
+        Ok(Response::new(pb::SandboxMetrics {
+            samples: samples.iter().map(sample_to_wire).collect(),
+        }))
+    }
+
     async fn ping_sandbox(
         &self,
         request: Request<pb::PingSandboxRequest>,
@@ -187,8 +210,9 @@ impl HostAgent for AgentService {
         let events =
             tokio_stream::wrappers::BroadcastStream::new(self.manager.subscribe()).map(|event| {
                 match event {
-                    Ok(info) => Ok(pb::SandboxEvent {
-                        sandbox: Some(sandbox_to_wire(&info)),
+                    Ok(event) => Ok(pb::SandboxEvent {
+                        sandbox: Some(sandbox_to_wire(&event.info)),
+                        flushed_metrics: event.flushed_metrics.iter().map(sample_to_wire).collect(),
                     }),
                     Err(lagged) => Err(Status::data_loss(format!("{lagged}; re-list sandboxes"))),
                 }

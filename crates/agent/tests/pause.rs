@@ -240,3 +240,85 @@ async fn an_idle_sandbox_is_paused_automatically_and_ping_postpones_it() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_sampled_served_by_range_and_flushed_on_pause() {
+    let mut host = TestHost::start().await;
+    let id = host.create().await.sandbox_id;
+    let mut events = host
+        .client
+        .watch_sandboxes(pb::WatchSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // Some work, then enough time for several 500 ms samples.
+    host.sh(
+        &id,
+        "head -c 20000000 /dev/urandom > /root/blob && sha256sum /root/blob > /dev/null && sync",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = host
+        .client
+        .get_sandbox_metrics(pb::GetSandboxMetricsRequest {
+            sandbox_id: id.clone(),
+            range_sec: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .samples;
+    assert!(samples.len() >= 4, "{} samples in ~4 s", samples.len());
+    assert!(samples.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+    let last = samples.last().unwrap();
+    assert!(last.rss_bytes > 20 << 20 && last.pss_bytes > 0, "{last:?}");
+    assert!(
+        last.disk_bytes >= 20_000_000,
+        "the 20 MB file is in the overlay: {last:?}"
+    );
+    assert!(
+        samples.iter().any(|s| s.cpu_percent > 1.0),
+        "the guest worked: {samples:?}"
+    );
+
+    pause(&mut host, &id).await;
+    let flushed = loop {
+        let event = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut events),
+        )
+        .await
+        .expect("a paused event")
+        .unwrap()
+        .unwrap();
+        if event.sandbox.as_ref().unwrap().state == pb::SandboxState::Paused as i32 {
+            break event.flushed_metrics;
+        }
+    };
+    assert!(
+        flushed.len() >= samples.len(),
+        "pause flushed {} samples",
+        flushed.len()
+    );
+    // History stays readable while paused.
+    let status = host
+        .client
+        .get_sandbox_metrics(pb::GetSandboxMetricsRequest {
+            sandbox_id: id.clone(),
+            range_sec: 100_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let paused = host
+        .client
+        .get_sandbox_metrics(pb::GetSandboxMetricsRequest {
+            sandbox_id: id.clone(),
+            range_sec: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(paused.samples.len() >= samples.len());
+    host.stop().await;
+}

@@ -11,9 +11,10 @@ use wrenn_envd_api::v1::InitRequest;
 
 use super::activity::Activity;
 use super::manager::HostContext;
+use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
 use super::suspend::MEMORY_FILE;
-use super::{SandboxInfo, SandboxState};
+use super::{SandboxEvent, SandboxInfo, SandboxState};
 use crate::disk::{self, BaseFormat};
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
@@ -43,6 +44,14 @@ pub(crate) enum Command {
 /// running (a resumed sandbox gets a new one, through its new slot).
 pub(crate) type SharedEnvd = Arc<RwLock<Option<EnvdClient>>>;
 
+/// What an owner task shares with its sandbox's handle: callers read or touch these without
+/// waiting on the VM.
+pub(crate) struct Shared {
+    pub envd: SharedEnvd,
+    pub activity: Arc<Activity>,
+    pub metrics: Arc<std::sync::Mutex<MetricsStore>>,
+}
+
 /// What the owner task needs to boot its sandbox.
 pub(crate) struct BootPlan {
     pub request: ValidCreate,
@@ -62,17 +71,16 @@ pub(crate) struct SandboxActor {
     pub(super) spec: Option<VmSpec>,
     pub(super) envd: SharedEnvd,
     pub(super) activity: Arc<Activity>,
+    pub(super) metrics: Arc<std::sync::Mutex<MetricsStore>>,
+    /// Reads the running VMM's CPU and memory; replaced at every (re)start.
+    pub(super) sampler: Option<Sampler>,
+    last_sample: Option<Instant>,
     /// envd's access token and the sandbox environment, handed over again after a resume.
     pub(super) init: InitRequest,
 }
 
 impl SandboxActor {
-    pub fn new(
-        ctx: Arc<HostContext>,
-        info: watch::Sender<SandboxInfo>,
-        envd: SharedEnvd,
-        activity: Arc<Activity>,
-    ) -> Self {
+    pub fn new(ctx: Arc<HostContext>, info: watch::Sender<SandboxInfo>, shared: Shared) -> Self {
         let dir = ctx.config.state_dir.join(info.borrow().id.as_str());
         Self {
             ctx,
@@ -81,8 +89,11 @@ impl SandboxActor {
             slot: None,
             vm: None,
             spec: None,
-            envd,
-            activity,
+            envd: shared.envd,
+            activity: shared.activity,
+            metrics: shared.metrics,
+            sampler: None,
+            last_sample: None,
             init: InitRequest::default(),
         }
     }
@@ -135,11 +146,10 @@ impl SandboxActor {
     pub fn adopt(
         ctx: Arc<HostContext>,
         info: watch::Sender<SandboxInfo>,
-        envd: SharedEnvd,
-        activity: Arc<Activity>,
+        shared: Shared,
         record: &super::record::PausedRecord,
     ) -> Self {
-        let mut actor = Self::new(ctx, info, envd, activity);
+        let mut actor = Self::new(ctx, info, shared);
         actor.spec = Some(record.spec(&actor.dir, actor.ctx.accelerator));
         actor.init = InitRequest {
             access_token: record.envd_token.clone(),
@@ -154,11 +164,11 @@ impl SandboxActor {
         loop {
             let event = match self.vm.take() {
                 Some(mut vm) => {
-                    let idle_check = tokio::time::sleep(Activity::CHECK_EVERY);
+                    let tick = tokio::time::sleep(Activity::CHECK_EVERY);
                     let event = tokio::select! {
                         command = commands.recv() => Event::Command(command),
                         exit = vm.wait_exit() => Event::VmmExited(exit),
-                        () = idle_check, if self.activity.timeout_sec() > 0 => Event::IdleCheck,
+                        () = tick => Event::Tick,
                     };
                     self.vm = Some(vm);
                     event
@@ -204,7 +214,8 @@ impl SandboxActor {
                         return;
                     }
                 }
-                Event::IdleCheck => {
+                Event::Tick => {
+                    self.sample_metrics();
                     if self.activity.expired() && self.info.borrow().state == SandboxState::Running
                     {
                         tracing::info!(timeout_sec = self.activity.timeout_sec(), "idle: pausing");
@@ -233,6 +244,7 @@ impl SandboxActor {
         let internal = |context: &str, e: &(dyn std::error::Error + 'static)| {
             BootOutcome::Failed(ApiError::Internal(format!("{context}: {}", error_chain(e))))
         };
+        let started = Instant::now();
         std::fs::create_dir_all(&self.dir).map_err(|e| internal("create sandbox directory", &e))?;
         let snapshot = plan.template.snapshot.as_ref();
         let overlay = self.dir.join(disk::OVERLAY_FILE);
@@ -284,6 +296,7 @@ impl SandboxActor {
             accelerator: self.ctx.accelerator,
         };
         self.slot = Some(slot);
+        let disk_and_slot_ms = started.elapsed().as_millis() as u64;
         let vm = match snapshot {
             None => self.ctx.vmm.start(&spec).await,
             Some(snapshot) => {
@@ -295,6 +308,12 @@ impl SandboxActor {
         }
         .map_err(|e| internal("start VMM", &e))?;
         self.spec = Some(spec);
+        self.watch_vmm(vm.pid());
+        tracing::debug!(
+            disk_and_slot_ms,
+            vmm_ms = started.elapsed().as_millis() as u64 - disk_and_slot_ms,
+            "VMM started"
+        );
         let pid = vm.pid();
         self.vm = Some(vm);
         self.update(|info| info.vmm_pid = pid);
@@ -381,7 +400,37 @@ impl SandboxActor {
 
     pub(super) fn update(&self, change: impl FnOnce(&mut SandboxInfo)) {
         self.info.send_modify(change);
-        let _ = self.ctx.events.send(self.info.borrow().clone());
+        let info = self.info.borrow().clone();
+        // Metrics leave with the sandbox's last running moments, for the control plane to keep.
+        let flushed_metrics = match info.state {
+            SandboxState::Paused | SandboxState::Stopped | SandboxState::Error => {
+                self.metrics.lock().unwrap().take_unflushed()
+            }
+            _ => Vec::new(),
+        };
+        let _ = self.ctx.events.send(SandboxEvent {
+            info,
+            flushed_metrics,
+        });
+    }
+
+    /// Takes a metrics sample when one is due.
+    fn sample_metrics(&mut self) {
+        let due = self
+            .last_sample
+            .is_none_or(|at| at.elapsed() >= metrics::SAMPLE_EVERY);
+        if let (true, Some(sampler)) = (due, self.sampler.as_mut()) {
+            if let Some(sample) = sampler.sample() {
+                self.metrics.lock().unwrap().push(sample);
+            }
+            self.last_sample = Some(Instant::now());
+        }
+    }
+
+    /// Starts sampling a freshly started VMM.
+    pub(super) fn watch_vmm(&mut self, pid: Option<u32>) {
+        self.sampler = pid.map(|pid| Sampler::new(pid, &self.dir.join(disk::OVERLAY_FILE)));
+        self.last_sample = None;
     }
 }
 
@@ -396,7 +445,8 @@ fn still_starting() -> ApiError {
 
 enum Event {
     Command(Option<Command>),
-    IdleCheck,
+    /// Time to sample metrics and check for idleness.
+    Tick,
     VmmExited(crate::vmm::VmExit),
 }
 

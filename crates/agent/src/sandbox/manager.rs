@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::activity::Activity;
-use super::actor::{BootPlan, Command, SandboxActor, SharedEnvd};
+use super::actor::{BootPlan, Command, SandboxActor, Shared, SharedEnvd};
+use super::metrics::{MetricsStore, Sample};
 use super::record::PausedRecord;
 use super::request::{CreateSandbox, Limits};
-use super::{now_ms, SandboxInfo, SandboxState};
+use super::{now_ms, SandboxEvent, SandboxInfo, SandboxState};
 use crate::accel::Accelerator;
 use crate::config::{AgentConfig, ShutdownPolicy};
 use crate::envd_client::EnvdClient;
@@ -36,7 +37,7 @@ pub(crate) struct HostContext {
     pub accelerator: Accelerator,
     pub vmm: Arc<dyn Vmm>,
     pub network: NetworkManager,
-    pub events: broadcast::Sender<SandboxInfo>,
+    pub events: broadcast::Sender<SandboxEvent>,
 }
 
 #[derive(Clone)]
@@ -45,6 +46,7 @@ struct SandboxHandle {
     commands: mpsc::Sender<Command>,
     envd: SharedEnvd,
     activity: Arc<Activity>,
+    metrics: Arc<Mutex<MetricsStore>>,
 }
 
 impl SandboxHandle {
@@ -139,11 +141,15 @@ impl SandboxManager {
             let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
             let envd: SharedEnvd = Arc::new(RwLock::new(None));
             let activity = Arc::new(Activity::new(record.timeout_sec));
+            let metrics = Arc::new(Mutex::new(MetricsStore::default()));
             let actor = SandboxActor::adopt(
                 self.ctx.clone(),
                 info_tx,
-                envd.clone(),
-                activity.clone(),
+                Shared {
+                    envd: envd.clone(),
+                    activity: activity.clone(),
+                    metrics: metrics.clone(),
+                },
                 &record,
             );
             self.sandboxes.lock().unwrap().insert(
@@ -153,6 +159,7 @@ impl SandboxManager {
                     commands: commands_tx,
                     envd,
                     activity,
+                    metrics,
                 },
             );
             tracing::info!(sandbox_id = %id, "adopted paused sandbox");
@@ -173,7 +180,7 @@ impl SandboxManager {
     }
 
     /// Sandbox state changes as they happen.
-    pub fn subscribe(&self) -> broadcast::Receiver<SandboxInfo> {
+    pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
         self.ctx.events.subscribe()
     }
 
@@ -228,6 +235,7 @@ impl SandboxManager {
             auto_paused: false,
         };
         let activity = Arc::new(Activity::new(request.timeout_sec));
+        let metrics = Arc::new(Mutex::new(MetricsStore::default()));
         let (info_tx, info_rx) = watch::channel(info);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let envd: SharedEnvd = Arc::new(RwLock::new(None));
@@ -254,13 +262,22 @@ impl SandboxManager {
                     commands: commands_tx,
                     envd: envd.clone(),
                     activity: activity.clone(),
+                    metrics: metrics.clone(),
                 },
             );
         }
 
         let id = request.id.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let actor = SandboxActor::new(self.ctx.clone(), info_tx, envd, activity);
+        let actor = SandboxActor::new(
+            self.ctx.clone(),
+            info_tx,
+            Shared {
+                envd,
+                activity,
+                metrics,
+            },
+        );
         let plan = BootPlan {
             request,
             template,
@@ -401,6 +418,11 @@ impl SandboxManager {
 
     pub fn get(&self, id: &str) -> Result<SandboxInfo, ApiError> {
         Ok(self.handle(id)?.snapshot())
+    }
+
+    /// Resource use over the last `range` (any state: a paused sandbox keeps its history).
+    pub fn metrics(&self, id: &str, range: std::time::Duration) -> Result<Vec<Sample>, ApiError> {
+        Ok(self.handle(id)?.metrics.lock().unwrap().range(range))
     }
 
     /// Counts as activity: postpones an idle sandbox's automatic pause.

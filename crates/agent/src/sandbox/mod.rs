@@ -4,6 +4,7 @@
 mod activity;
 mod actor;
 pub mod manager;
+pub mod metrics;
 pub mod record;
 pub mod request;
 mod snapshot;
@@ -73,6 +74,14 @@ pub struct SandboxInfo {
     pub last_activity_ms: i64,
     /// The last pause was automatic (idle timeout).
     pub auto_paused: bool,
+}
+
+/// A state change, as broadcast to watchers.
+#[derive(Debug, Clone)]
+pub struct SandboxEvent {
+    pub info: SandboxInfo,
+    /// On pause, destroy and error: full-rate metrics since the previous flush.
+    pub flushed_metrics: Vec<metrics::Sample>,
 }
 
 pub(crate) fn now_ms() -> i64 {

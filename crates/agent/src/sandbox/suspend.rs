@@ -120,6 +120,7 @@ impl SandboxActor {
         };
         self.slot = Some(slot);
         let pid = vm.pid();
+        self.watch_vmm(pid);
         self.vm = Some(vm);
 
         // From here the guest runs: its memory and disk move on from the saved state, so a
