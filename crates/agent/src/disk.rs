@@ -11,6 +11,19 @@ pub const OVERLAY_FILE: &str = "rootfs.qcow2";
 /// Disk failures.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    #[error("inspect disk {path}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: CommandError,
+    },
+    #[error("rebase {path} onto {base}")]
+    Rebase {
+        path: PathBuf,
+        base: PathBuf,
+        #[source]
+        source: CommandError,
+    },
     #[error("create overlay {path} over {base}")]
     Create {
         path: PathBuf,
@@ -75,6 +88,62 @@ fn overlay_args(base: &Path, base_format: BaseFormat, overlay: &Path, size_mb: u
         overlay.display().to_string(),
         format!("{size_mb}M"),
     ]
+}
+
+/// The file an overlay is backed by, as recorded in its header (absolute as written).
+pub async fn backing_file(qemu_img: &Path, overlay: &Path) -> Result<Option<PathBuf>, DiskError> {
+    let out = command::run(
+        &qemu_img.to_string_lossy(),
+        [
+            "info",
+            "--output=json",
+            "-U",
+            &overlay.display().to_string(),
+        ],
+        None,
+        Namespace::Host,
+    )
+    .await
+    .map_err(|source| DiskError::Inspect {
+        path: overlay.to_owned(),
+        source,
+    })?;
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    Ok(info["backing-filename"].as_str().map(PathBuf::from))
+}
+
+/// Makes `overlay` stand directly on `base`: clusters that differ between its current backing
+/// chain and `base` are copied into it, so the intermediate layers are no longer needed. Only
+/// for an overlay no VMM has open.
+pub async fn rebase(
+    qemu_img: &Path,
+    overlay: &Path,
+    base: &Path,
+    base_format: BaseFormat,
+) -> Result<(), DiskError> {
+    command::run(
+        &qemu_img.to_string_lossy(),
+        [
+            "rebase",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            base_format.as_str(),
+            "-b",
+            &base.display().to_string(),
+            &overlay.display().to_string(),
+        ],
+        None,
+        Namespace::Host,
+    )
+    .await
+    .map(drop)
+    .map_err(|source| DiskError::Rebase {
+        path: overlay.to_owned(),
+        base: base.to_owned(),
+        source,
+    })
 }
 
 /// Copies a sparse file (guest RAM, disk images) by its data extents only, so a 1 GiB memory
@@ -162,6 +231,61 @@ mod tests {
             std::fs::read(&destination).unwrap()
         );
         assert!(allocated_bytes(&destination).unwrap() < 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn rebase_flattens_a_chain_onto_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu_img = Path::new("qemu-img");
+        let base = dir.path().join("base.raw");
+        std::fs::File::create(&base)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let middle = dir.path().join("middle.qcow2");
+        let top = dir.path().join("top.qcow2");
+        create_overlay(qemu_img, &base, BaseFormat::Raw, &middle, 16)
+            .await
+            .unwrap();
+        // Data only in the middle layer.
+        command::run(
+            "qemu-io",
+            ["-c", "write -P 0x5a 1M 64k", middle.to_str().unwrap()],
+            None,
+            Namespace::Host,
+        )
+        .await
+        .unwrap();
+        create_overlay(qemu_img, &middle, BaseFormat::Qcow2, &top, 16)
+            .await
+            .unwrap();
+        assert_eq!(
+            backing_file(qemu_img, &top).await.unwrap(),
+            Some(middle.clone())
+        );
+        rebase(qemu_img, &top, &base, BaseFormat::Raw)
+            .await
+            .unwrap();
+        assert_eq!(
+            backing_file(qemu_img, &top).await.unwrap(),
+            Some(base.clone())
+        );
+        std::fs::remove_file(&middle).unwrap();
+        let read = command::run(
+            "qemu-io",
+            [
+                "-f",
+                "qcow2",
+                "-c",
+                "read -P 0x5a 1M 64k",
+                top.to_str().unwrap(),
+            ],
+            None,
+            Namespace::Host,
+        )
+        .await
+        .unwrap();
+        assert!(!read.contains("Pattern verification failed"), "{read}");
     }
 
     #[tokio::test]

@@ -263,3 +263,83 @@ async fn fork_copies_a_running_sandbox_and_its_hidden_template_goes_with_the_las
     assert_eq!(templates(), 0, "fork template outlived its last user");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_snapshots_keep_disk_chains_one_layer_deep() {
+    let mut host = TestHost::start().await;
+    let source = host.create().await.sandbox_id;
+    let names = [
+        format!("chain-a-{}", host.lease.0.index),
+        format!("chain-b-{}", host.lease.0.index),
+    ];
+    for name in &names {
+        let _ = std::fs::remove_dir_all(common::images_dir().join("templates").join(name));
+    }
+    let snapshot = |client: &common::Client, name: String| {
+        let mut client = client.clone();
+        let source = source.clone();
+        async move {
+            client
+                .snapshot_sandbox(pb::SnapshotSandboxRequest {
+                    sandbox_id: source,
+                    template_name: name,
+                })
+                .await
+                .expect("snapshot")
+        }
+    };
+    host.sh(&source, "echo first > /root/one.txt && sync").await;
+    snapshot(&host.client, names[0].clone()).await;
+    host.sh(&source, "echo second > /root/two.txt && sync")
+        .await;
+    snapshot(&host.client, names[1].clone()).await;
+
+    let disk_b = common::images_dir()
+        .join("templates")
+        .join(&names[1])
+        .join("disk.qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(&disk_b)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let backing = info["backing-filename"].as_str().unwrap().to_owned();
+    assert!(
+        backing.ends_with(".ext4"),
+        "second snapshot's disk should stand on the base image, not {backing}"
+    );
+
+    // Nothing rests on the first template any more.
+    host.client
+        .delete_template(pb::DeleteTemplateRequest {
+            name: names[0].clone(),
+        })
+        .await
+        .expect("the first snapshot is free once the second flattened the chain");
+    let clone = host
+        .create_with(pb::CreateSandboxRequest {
+            template: names[1].clone(),
+            internet: pb::InternetAccess::Blocked as i32,
+            ..Default::default()
+        })
+        .await
+        .sandbox_id;
+    assert_eq!(
+        host.sh(&clone, "cat /root/one.txt /root/two.txt").await,
+        "first\nsecond\n"
+    );
+    assert_eq!(
+        host.sh(&source, "cat /root/one.txt /root/two.txt").await,
+        "first\nsecond\n"
+    );
+    host.destroy(&clone).await;
+    host.destroy(&source).await;
+    host.client
+        .delete_template(pb::DeleteTemplateRequest {
+            name: names[1].clone(),
+        })
+        .await
+        .unwrap();
+    host.stop().await;
+}

@@ -99,6 +99,8 @@ impl SandboxActor {
                 .map_err(|e| internal("copy device state", e))?;
             move_file(&self.dir.join(OVERLAY_FILE), &staging.join(FROZEN_DISK))
                 .map_err(|e| internal("freeze disk", e))?;
+            self.bound_disk_chain(store, &staging.join(FROZEN_DISK))
+                .await?;
             let info = self.info.borrow().clone();
             let manifest = TemplateManifest {
                 name: name.to_owned(),
@@ -161,10 +163,39 @@ impl SandboxActor {
         )
         .await
         .map_err(|e| ApiError::internal(&e))?;
+        // The frozen disk stands on the base template alone now (see bound_disk_chain).
         self.update(|info| {
-            info.depends_on.insert(name.to_owned());
+            info.depends_on = [info.template.clone(), name.to_owned()].into();
         });
         Ok(manifest)
+    }
+}
+
+impl SandboxActor {
+    /// Keeps overlay chains short: a sandbox snapshotted again and again would otherwise stack
+    /// overlay → T(n) → … → T(1) → base. Before a frozen disk is published it is rebased onto
+    /// the base image whenever it stands on an earlier snapshot, so every template disk is one
+    /// layer over its base and every sandbox at most two. The VM is paused here, so no VMM has
+    /// the disk open.
+    async fn bound_disk_chain(&self, store: &ImageStore, frozen: &Path) -> Result<(), ApiError> {
+        let qemu_img = &self.ctx.config.qemu_img_binary;
+        let template = self.info.borrow().template.clone();
+        let base = store
+            .resolve(&template)
+            .map_err(|e| ApiError::internal(&e))?;
+        if base.snapshot.is_some() {
+            return Ok(()); // Clones are not snapshotted (refused earlier).
+        }
+        let backing = disk::backing_file(qemu_img, frozen)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        if backing.as_deref() != Some(base.rootfs_path.as_path()) {
+            tracing::info!(from = ?backing, "flattening the frozen disk onto its base image");
+            disk::rebase(qemu_img, frozen, &base.rootfs_path, BaseFormat::Raw)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        }
+        Ok(())
     }
 }
 
