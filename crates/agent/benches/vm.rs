@@ -134,17 +134,7 @@ async fn run() -> anyhow::Result<()> {
     let mut exec_ms = Vec::new();
     for _ in 0..execs {
         let started = Instant::now();
-        let out = client
-            .exec(pb::ExecRequest {
-                sandbox_id: id.clone(),
-                process: Some(envd::ProcessSpec {
-                    cmd: "true".into(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(out.exit.is_some_and(|e| e.exit_code == 0), "true failed");
+        exec_true(&mut client, &id).await?;
         exec_ms.push(started.elapsed().as_secs_f64() * 1e3);
     }
     let tcp_rtt = tcp_round_trips(SocketAddr::from((guest, 7000)), execs * 2)?;
@@ -207,15 +197,7 @@ async fn run() -> anyhow::Result<()> {
                     sandbox_id: id.clone(),
                 })
                 .await?;
-            client
-                .exec(pb::ExecRequest {
-                    sandbox_id: id.clone(),
-                    process: Some(envd::ProcessSpec {
-                        cmd: "true".into(),
-                        ..Default::default()
-                    }),
-                })
-                .await?;
+            exec_true(&mut client, &id).await?;
             resume_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
         destroy(&mut client, &id).await?;

@@ -5,14 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{host_objects, spec, TestHost};
+use common::{host_objects, spec, TestHost, NEXT};
 use tonic::Code;
 use wrenn_agent_api::v1 as pb;
-
-/// A python process that keeps a counter in memory and hands out the next value per connection.
-const COUNTER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-                       s.bind(('127.0.0.1',9000));s.listen()\ni=0\nwhile True:\n c,_=s.accept();i+=1;c.sendall(str(i).encode());c.close()";
-const NEXT: &str = "python3 -c \"import socket\ns=socket.create_connection(('127.0.0.1',9000));print(s.recv(16).decode())\"";
 
 async fn pause(host: &mut TestHost, id: &str) -> pb::Sandbox {
     let started = Instant::now();
@@ -46,17 +41,7 @@ async fn resume(host: &mut TestHost, id: &str) -> pb::Sandbox {
 async fn memory_processes_files_and_clock_survive_a_pause() {
     let mut host = TestHost::start().await;
     let id = host.create().await.sandbox_id;
-    let stream = host
-        .client
-        .start_process(pb::StartProcessRequest {
-            sandbox_id: id.clone(),
-            process: Some(spec("python3", &["-c", COUNTER])),
-        })
-        .await
-        .unwrap();
-    drop(stream);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(host.sh(&id, NEXT).await.trim(), "1");
+    host.start_counter(&id).await;
     host.sh(&id, "echo before-pause > /root/note.txt").await;
 
     let paused = pause(&mut host, &id).await;

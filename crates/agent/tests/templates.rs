@@ -4,16 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{spec, TestHost};
+use common::{TestHost, NEXT};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use wrenn_agent_api::v1 as pb;
-
-const COUNTER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-                       s.bind(('127.0.0.1',9000));s.listen()\ni=0\nwhile True:\n c,_=s.accept();i+=1;c.sendall(str(i).encode());c.close()";
-const NEXT: &str = "python3 -c \"import socket\ns=socket.create_connection(('127.0.0.1',9000));print(s.recv(16).decode())\"";
 
 fn file_hashes(dir: &std::path::Path) -> Vec<(String, String)> {
     let mut hashes: Vec<_> = std::fs::read_dir(dir)
@@ -35,17 +29,7 @@ fn file_hashes(dir: &std::path::Path) -> Vec<(String, String)> {
 async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_template_intact() {
     let mut host = TestHost::start().await;
     let source = host.create().await.sandbox_id;
-    drop(
-        host.client
-            .start_process(pb::StartProcessRequest {
-                sandbox_id: source.clone(),
-                process: Some(spec("python3", &["-c", COUNTER])),
-            })
-            .await
-            .unwrap(),
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(host.sh(&source, NEXT).await.trim(), "1");
+    host.start_counter(&source).await;
     host.sh(&source, "echo frozen > /root/state.txt").await;
 
     let name = format!("tpl-{}", host.lease.0.index);
@@ -192,17 +176,7 @@ async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_templ
 async fn fork_copies_a_running_sandbox_and_its_hidden_template_goes_with_the_last_user() {
     let mut host = TestHost::start().await;
     let source = host.create().await.sandbox_id;
-    drop(
-        host.client
-            .start_process(pb::StartProcessRequest {
-                sandbox_id: source.clone(),
-                process: Some(spec("python3", &["-c", COUNTER])),
-            })
-            .await
-            .unwrap(),
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(host.sh(&source, NEXT).await.trim(), "1");
+    host.start_counter(&source).await;
 
     let started = std::time::Instant::now();
     let forks = host
@@ -341,5 +315,85 @@ async fn repeated_snapshots_keep_disk_chains_one_layer_deep() {
         })
         .await
         .unwrap();
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vmm_killed_as_a_pause_or_snapshot_starts_leaves_an_error_and_no_template() {
+    let mut host = TestHost::start().await;
+    let templates_dir = common::images_dir().join("templates");
+    let name = format!("crash-{}", host.lease.0.index);
+    let _ = std::fs::remove_dir_all(templates_dir.join(&name));
+    for operation in ["pause", "snapshot"] {
+        let id = host.create().await.sandbox_id;
+        let (_, _, pids) = common::host_objects(&host.instance());
+        assert_eq!(pids.len(), 1);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pids[0] as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let result = match operation {
+            "pause" => host
+                .client
+                .pause_sandbox(pb::PauseSandboxRequest {
+                    sandbox_id: id.clone(),
+                })
+                .await
+                .map(drop),
+            _ => host
+                .client
+                .snapshot_sandbox(pb::SnapshotSandboxRequest {
+                    sandbox_id: id.clone(),
+                    template_name: name.clone(),
+                })
+                .await
+                .map(drop),
+        };
+        assert!(
+            result.is_err(),
+            "{operation} of a sandbox whose VMM was killed succeeded"
+        );
+        // Whichever came first, the VMM's death or the request, the sandbox ends in error.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let sandbox = host
+                .client
+                .get_sandbox(pb::GetSandboxRequest {
+                    sandbox_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if sandbox.state == pb::SandboxState::Error as i32 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{operation}: not error: {sandbox:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let (netns, links, pids) = common::host_objects(&host.instance());
+        assert!(
+            netns.is_empty() && links.is_empty() && pids.is_empty(),
+            "{operation}: {netns:?} {links:?} {pids:?}"
+        );
+        let sandbox_dir = host.state.path().join("sandboxes").join(&id);
+        assert!(
+            !sandbox_dir.join("sandbox.json").exists(),
+            "{operation}: a broken pause must not be adoptable"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(&templates_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(&name))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{operation}: half-made template {leftovers:?}"
+        );
+        host.destroy(&id).await;
+    }
     host.stop().await;
 }

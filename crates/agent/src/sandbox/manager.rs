@@ -299,25 +299,11 @@ impl SandboxManager {
 
     /// Freezes a sandbox into a new snapshot template.
     pub async fn snapshot(&self, id: &str, template: &str) -> Result<TemplateManifest, ApiError> {
-        let handle = self.handle(id)?;
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let command = Command::Snapshot {
+        self.lifecycle(id, |reply| Command::Snapshot {
             template: template.to_owned(),
-            reply: reply_tx,
-        };
-        match handle.commands.try_send(command) {
-            Ok(()) => reply_rx.await.unwrap_or_else(|_| {
-                Err(ApiError::FailedPrecondition(format!(
-                    "sandbox {id} has ended"
-                )))
-            }),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(ApiError::Unavailable(format!(
-                "sandbox {id} is busy; try again"
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::FailedPrecondition(
-                format!("sandbox {id} is {}", handle.info.borrow().state.as_str()),
-            )),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Copies a running sandbox into `count` new ones through a hidden snapshot template, which
@@ -476,11 +462,13 @@ impl SandboxManager {
         self.lifecycle(id, |reply| Command::Resume { reply }).await
     }
 
-    async fn lifecycle(
+    /// Sends a command to the sandbox's owner task and waits for its answer; a full queue is a
+    /// "busy" error rather than a wait.
+    async fn lifecycle<T>(
         &self,
         id: &str,
-        command: impl FnOnce(oneshot::Sender<Result<SandboxInfo, ApiError>>) -> Command,
-    ) -> Result<SandboxInfo, ApiError> {
+        command: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Command,
+    ) -> Result<T, ApiError> {
         let handle = self.handle(id)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let ended = || {

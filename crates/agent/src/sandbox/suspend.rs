@@ -95,6 +95,7 @@ impl SandboxActor {
             }
             Err(e) => return still_paused(self, ApiError::internal(&e)),
         };
+        let slot_ms = started.elapsed().as_millis() as u64;
         let mut spec = self
             .spec
             .clone()
@@ -119,6 +120,7 @@ impl SandboxActor {
             }
         };
         self.slot = Some(slot);
+        let restored_ms = started.elapsed().as_millis() as u64;
         let pid = vm.pid();
         self.watch_vmm(pid);
         self.vm = Some(vm);
@@ -140,6 +142,8 @@ impl SandboxActor {
                 });
                 tracing::info!(
                     resume_ms = started.elapsed().as_millis() as u64,
+                    slot_ms,
+                    restored_ms,
                     "sandbox resumed"
                 );
                 Ok(())
@@ -170,15 +174,22 @@ impl SandboxActor {
     }
 }
 
-/// fsyncs everything a paused sandbox is made of, and the directory entries themselves. A
-/// clone's RAM is in the state file (its memory file is the template's, never written).
+/// fsyncs everything a paused sandbox is made of, in parallel (concurrent fsyncs share journal
+/// commits). A clone's RAM is in the state file (its memory file is the template's, never
+/// written). The directory itself is synced once, by the record written after this.
 fn make_durable(dir: &Path, own_memory_file: bool) -> std::io::Result<()> {
     let mut files = vec![STATE_FILE, OVERLAY_FILE];
     if own_memory_file {
         files.push(MEMORY_FILE);
     }
-    for file in files {
-        std::fs::File::open(dir.join(file))?.sync_all()?;
-    }
-    std::fs::File::open(dir)?.sync_all()
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = files
+            .iter()
+            .map(|file| scope.spawn(move || std::fs::File::open(dir.join(file))?.sync_all()))
+            .collect();
+        syncs.into_iter().try_for_each(|sync| {
+            sync.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+        })
+    })
 }

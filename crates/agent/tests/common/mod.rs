@@ -253,3 +253,27 @@ pub fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
     let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{instance}."));
     (netns, links, pids)
 }
+
+/// A python process that keeps a counter in memory and hands out the next value per connection
+/// on 127.0.0.1:9000: proof that one process and its memory survived pause, snapshot or fork.
+pub const COUNTER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                           s.bind(('127.0.0.1',9000));s.listen()\ni=0\nwhile True:\n c,_=s.accept();i+=1;c.sendall(str(i).encode());c.close()";
+/// Asks the counter for its next value.
+pub const NEXT: &str = "python3 -c \"import socket\ns=socket.create_connection(('127.0.0.1',9000));print(s.recv(16).decode())\"";
+
+impl TestHost {
+    /// Starts the counter in the background and waits until it answers "1".
+    pub async fn start_counter(&mut self, sandbox: &str) {
+        drop(
+            self.client
+                .start_process(pb::StartProcessRequest {
+                    sandbox_id: sandbox.into(),
+                    process: Some(spec("python3", &["-c", COUNTER])),
+                })
+                .await
+                .expect("start counter"),
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(self.sh(sandbox, NEXT).await.trim(), "1");
+    }
+}
