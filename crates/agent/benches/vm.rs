@@ -172,7 +172,13 @@ async fn run() -> anyhow::Result<()> {
     });
     destroy(&mut client, &id).await?;
 
+    let mut restore_floor_256 = Vec::new();
     for memory_mb in [256, 1024] {
+        eprintln!("raw QEMU floor: save/restore of the same guest at {memory_mb} MiB ({boots}x)");
+        let (raw_pause, raw_resume) = raw_qemu_floor(&template, memory_mb, boots).await?;
+        if memory_mb == 256 {
+            restore_floor_256 = raw_resume.clone();
+        }
         eprintln!("pause and resume at {memory_mb} MiB ({boots}x)");
         let id = client
             .create_sandbox(pb::CreateSandboxRequest {
@@ -208,7 +214,7 @@ async fn run() -> anyhow::Result<()> {
                 "pause, 1 GiB"
             },
             ours: Samples::new(pause_ms),
-            floor: None,
+            floor: Some(("raw QEMU stop+save+quit", Samples::new(raw_pause))),
             unit: "ms",
         });
         rows.push(Row {
@@ -218,7 +224,7 @@ async fn run() -> anyhow::Result<()> {
                 "resume -> first exec done, 1 GiB"
             },
             ours: Samples::new(resume_ms),
-            floor: None,
+            floor: Some(("raw QEMU restore to running", Samples::new(raw_resume))),
             unit: "ms",
         });
     }
@@ -259,7 +265,10 @@ async fn run() -> anyhow::Result<()> {
     rows.push(Row {
         name: "clone -> first exec done",
         ours: Samples::new(alone),
-        floor: None,
+        floor: Some((
+            "raw QEMU restore to running",
+            Samples::new(restore_floor_256.clone()),
+        )),
         unit: "ms",
     });
     let parallel = (0..4).map(|_| {
@@ -383,6 +392,76 @@ async fn destroy(client: &mut Client, id: &str) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Pause and resume floors: the bare QEMU operations (QMP stop + device-state save + quit;
+/// spawn + load + cont) on the same kernel and root filesystem, in a slot of a second identity,
+/// without any of the agent's bookkeeping.
+async fn raw_qemu_floor(
+    template: &wrenn_agent::images::ResolvedTemplate,
+    memory_mb: u32,
+    cycles: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    use wrenn_agent::disk::{create_overlay, BaseFormat};
+    use wrenn_agent::network::{InternetAccess, NetworkManager, GUEST_MAC, TAP_NAME};
+    use wrenn_agent::vmm::qemu::QemuVmm;
+    use wrenn_agent::vmm::{MemorySharing, VmNetwork, VmSpec, Vmm};
+
+    let lease = wrenn_agent::lease::BENCHES.acquire()?;
+    let network = NetworkManager::new(
+        &lease.instance(),
+        lease.slot_network().parse().map_err(anyhow::Error::msg)?,
+    );
+    network.reclaim_and_init().await?;
+    let slot = network.acquire(InternetAccess::Blocked).await?;
+    let dir = tempfile::tempdir()?;
+    let overlay = dir.path().join("rootfs.qcow2");
+    create_overlay(
+        Path::new("qemu-img"),
+        &template.rootfs_path,
+        BaseFormat::Raw,
+        &overlay,
+        1024,
+    )
+    .await?;
+    let spec = VmSpec {
+        name: format!("wrenn.{}.floor", lease.instance()),
+        vcpus: 1,
+        memory_mb,
+        kernel: template.kernel_path.clone(),
+        kernel_args:
+            "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init=/usr/sbin/envd \
+                      ip=172.16.0.2::172.16.0.1:255.255.255.0:sandbox:eth0:off"
+                .into(),
+        root_disk: overlay,
+        network: VmNetwork {
+            netns: slot.netns_path(),
+            tap: TAP_NAME.into(),
+            mac: GUEST_MAC.into(),
+        },
+        run_dir: dir.path().to_owned(),
+        memory_file: dir.path().join("memory"),
+        memory_sharing: MemorySharing::Shared,
+        accelerator: wrenn_agent::accel::Accelerator::Tcg,
+    };
+    let vmm = QemuVmm::new("qemu-system-x86_64", 32);
+    let mut vm = vmm.start(&spec).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // booted and idle
+    let state = dir.path().join("vmstate");
+    let (mut pauses, mut resumes) = (Vec::new(), Vec::new());
+    for _ in 0..cycles {
+        let started = Instant::now();
+        vm.save_and_exit(&state).await?;
+        pauses.push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        vm = vmm.restore(&spec, &state).await?;
+        resumes.push(started.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    vm.kill().await?;
+    network.release(&slot).await;
+    network.remove_host_table().await;
+    Ok((pauses, resumes))
 }
 
 async fn exec_true(client: &mut Client, id: &str) -> anyhow::Result<()> {
