@@ -10,6 +10,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::images::GUEST_INIT_PATH;
 
+use super::path_io::{io_err, PathIoError};
+
 /// The unprivileged account sandbox processes run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestUser {
@@ -51,28 +53,14 @@ path-include=/usr/share/locale/locale.alias
 pub enum GuestFilesError {
     #[error("guest path {path} goes through a symlink or leaves the root")]
     UnsafePath { path: String },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("{file} already has an entry named {name:?} or with id {id}")]
     EntryExists {
         file: &'static str,
         name: String,
         id: u32,
     },
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GuestFilesError {
-    let path = path.to_owned();
-    move |source| GuestFilesError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// The host path of guest path `guest` (absolute) under `root`, refusing symlinked parents.
@@ -127,7 +115,7 @@ pub fn write_file(
     // The umask may have narrowed `mode`; set it exactly.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("chmod", &path))?;
-    std::os::unix::fs::chown(&path, Some(0), Some(0)).map_err(io_err("chown", &path))
+    Ok(std::os::unix::fs::chown(&path, Some(0), Some(0)).map_err(io_err("chown", &path))?)
 }
 
 /// Installs the guest agent at [`GUEST_INIT_PATH`], mode 0755, owned by root.
@@ -191,7 +179,7 @@ fn edit_table(
         });
     }
     let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
-    std::fs::write(&path, edit(&text)?).map_err(io_err("write", &path))
+    Ok(std::fs::write(&path, edit(&text)?).map_err(io_err("write", &path))?)
 }
 
 fn create_home(root: &Path, user: &GuestUser) -> Result<(), GuestFilesError> {

@@ -14,6 +14,7 @@ use super::cmd::{self, CommandError};
 use super::dpkg::{self, DpkgError};
 use super::inputs_key::KeyHasher;
 use super::kbuild::{self, Jobs};
+use super::path_io::{io_err, PathIoError};
 use super::progress::BuildProgress;
 use super::scratch::{self, ScratchError};
 
@@ -42,13 +43,8 @@ pub enum KernelError {
     Package(#[source] DpkgError),
     #[error("{path} is missing: apt-get install {LINUX_SOURCE_PACKAGE} flex bison bc libelf-dev")]
     TarballMissing { path: PathBuf },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("unpack the kernel source")]
     Extract(#[source] CommandError),
     #[error("configure the kernel")]
@@ -57,15 +53,6 @@ pub enum KernelError {
     Compile(#[source] CommandError),
     #[error("clear a half-unpacked kernel tree")]
     Scratch(#[source] ScratchError),
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KernelError {
-    let path = path.to_owned();
-    move |source| KernelError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// What the kernel step would produce, known before anything is built.
@@ -255,7 +242,7 @@ fn install(built: &Path, output: &Path) -> Result<(), KernelError> {
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io_err("flush", &tmp))?;
-    std::fs::rename(&tmp, output).map_err(io_err("install kernel", output))
+    Ok(std::fs::rename(&tmp, output).map_err(io_err("install kernel", output))?)
 }
 
 /// Compares each `CONFIG_X=value` line of the fragment with the final `.config`.

@@ -21,6 +21,7 @@ mod guest_files;
 mod inputs_key;
 mod kbuild;
 mod kernel;
+mod path_io;
 mod preflight;
 mod progress;
 mod recipe;

@@ -17,6 +17,7 @@ use super::disk_usage::{self, UsageError};
 use super::ext4::{self, Ext4Error, Superblock};
 use super::guest_files::{self, GuestFilesError, SANDBOX_USER};
 use super::inputs_key::KeyHasher;
+use super::path_io::{io_err, PathIoError};
 use super::progress::BuildProgress;
 use super::recipe::TemplateRecipe;
 use super::scratch::{self, ScratchError};
@@ -41,13 +42,8 @@ pub enum RootfsError {
         #[source]
         source: ScratchError,
     },
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("copy the cached tree to staging")]
     Copy(#[source] CommandError),
     #[error("trim the staged tree")]
@@ -62,15 +58,6 @@ pub enum RootfsError {
         #[source]
         source: Ext4Error,
     },
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
-    let path = path.to_owned();
-    move |source| RootfsError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Everything that decides a template's contents.
