@@ -175,12 +175,42 @@ pub fn build(
         .write_manifest(&manifest)
         .map_err(io_err("write manifest", &manifest_path))?;
     clear(&staging)?;
+    prune_old_images(&template_dir, &manifest.rootfs);
     Ok(BuiltTemplate {
         manifest,
         rootfs_path,
         used_bytes: usage.bytes,
         superblock,
     })
+}
+
+/// Older images a template directory keeps besides the current one: sandboxes created before a
+/// rebuild (running or paused) still stand on them.
+const KEPT_OLD_IMAGES: usize = 2;
+
+/// Deletes root filesystem images older than the newest [`KEPT_OLD_IMAGES`] previous ones, so
+/// repeated rebuilds (every envd change in development) do not fill the disk.
+fn prune_old_images(template_dir: &Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(template_dir) else {
+        return;
+    };
+    let mut old: Vec<(SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name != current && name.starts_with("rootfs") && name.ends_with(".ext4")
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .collect();
+    old.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in old.into_iter().skip(KEPT_OLD_IMAGES) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(image = %path.display(), "removed an old template image"),
+            Err(e) => {
+                tracing::warn!(image = %path.display(), error = %e, "remove old template image")
+            }
+        }
+    }
 }
 
 fn days_since_epoch() -> u64 {
@@ -227,6 +257,47 @@ mod tests {
         ] {
             assert_ne!(inputs_key(&changed), key, "{changed:?}");
         }
+    }
+
+    #[test]
+    fn pruning_keeps_the_current_and_two_previous_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in [
+            "rootfs.ext4",
+            "rootfs-a.ext4",
+            "rootfs-b.ext4",
+            "rootfs-c.ext4",
+            "rootfs-d.ext4",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "x").unwrap();
+            let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("template.json"), "{}").unwrap();
+        prune_old_images(dir.path(), "rootfs-d.ext4");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "rootfs-b.ext4",
+                "rootfs-c.ext4",
+                "rootfs-d.ext4",
+                "template.json"
+            ]
+        );
     }
 
     #[test]
