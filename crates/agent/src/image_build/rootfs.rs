@@ -202,7 +202,7 @@ fn prune_old_images(template_dir: &Path, current: &str) {
         })
         .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
         .collect();
-    old.sort_by(|a, b| b.0.cmp(&a.0));
+    old.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in old.into_iter().skip(KEPT_OLD_IMAGES) {
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(image = %path.display(), "removed an old template image"),
