@@ -138,11 +138,22 @@ async fn first_healthy_channel(endpoint: &Endpoint, timeout: Duration) -> Result
     let mut ticker = tokio::time::interval(ATTEMPT_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error = String::from("no attempt finished");
+    let mut started_attempts = 0u32;
     loop {
         tokio::select! {
-            _ = ticker.tick(), if attempts.len() < MAX_PENDING => attempts.push(healthy_channel(endpoint.clone())),
+            _ = ticker.tick(), if attempts.len() < MAX_PENDING => {
+                started_attempts += 1;
+                attempts.push(healthy_channel(endpoint.clone()));
+            }
             Some(result) = attempts.next() => match result {
-                Ok(channel) => return Ok(channel),
+                Ok(channel) => {
+                    tracing::debug!(
+                        waited_ms = (timeout.as_millis() as u64).saturating_sub(deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64),
+                        attempts = started_attempts,
+                        "envd answered"
+                    );
+                    return Ok(channel);
+                }
                 Err(error) => last_error = error,
             },
             () = tokio::time::sleep_until(deadline) => return Err(last_error),
@@ -151,13 +162,22 @@ async fn first_healthy_channel(endpoint: &Endpoint, timeout: Duration) -> Result
 }
 
 async fn healthy_channel(endpoint: Endpoint) -> Result<Channel, String> {
+    let started = std::time::Instant::now();
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| crate::error::error_chain(&e))?;
+    let connected_ms = started.elapsed().as_millis() as u64;
     let mut health = EnvdRpc::new(channel.clone());
     match tokio::time::timeout(Duration::from_secs(2), health.health(HealthRequest {})).await {
-        Ok(Ok(_)) => Ok(channel),
+        Ok(Ok(_)) => {
+            tracing::debug!(
+                connected_ms,
+                healthy_ms = started.elapsed().as_millis() as u64,
+                "envd connection"
+            );
+            Ok(channel)
+        }
         Ok(Err(status)) => Err(status.to_string()),
         Err(_) => Err("health check timed out".into()),
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{SlotAddresses, GATEWAY_IP, GATEWAY_MAC, TAP_NAME};
+use super::{SlotAddresses, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, GUEST_MAC, TAP_NAME};
 use crate::command::{self, CommandError, Namespace};
 
 /// Name the sandbox-side end of the veth pair gets inside the namespace.
@@ -30,6 +30,7 @@ pub fn netns_setup_batch(addrs: &SlotAddresses) -> String {
          link set {TAP_NAME} address {GATEWAY_MAC}\n\
          addr add {GATEWAY_IP}/24 dev {TAP_NAME}\n\
          link set {TAP_NAME} up\n\
+         neigh replace {GUEST_IP} lladdr {GUEST_MAC} dev {TAP_NAME} nud permanent\n\
          route add default via {host}\n",
         ns = addrs.ns_ip,
         host = addrs.host_ip,
@@ -96,5 +97,9 @@ mod tests {
         assert!(ns.contains("route add default via 10.250.0.13"));
         assert!(ns.contains("addr add 172.16.0.1/24 dev tap0"));
         assert!(ns.contains("link set tap0 address 02:00:ac:10:00:01"));
+        // The guest's MAC is known, so the first packet to it never waits on ARP.
+        assert!(
+            ns.contains("neigh replace 172.16.0.2 lladdr 02:00:ac:10:00:02 dev tap0 nud permanent")
+        );
     }
 }
