@@ -41,6 +41,19 @@ pub enum Namespace<'a> {
     Net(&'a Path),
 }
 
+/// Makes the command's child enter the network namespace `netns` (an open /run/netns/<name>)
+/// just before exec, so only the child is in it — never a thread of the agent.
+pub fn join_netns_at_exec(command: &mut Command, netns: File) {
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
+    // is async-signal-safe; `netns` was opened before the fork and lives in the closure.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Runs `program args…`, feeding `stdin`, and returns its stdout.
 pub async fn run<I, S>(
     program: &str,
@@ -67,14 +80,7 @@ where
             path: path.display().to_string(),
             source,
         })?;
-        // SAFETY: runs in the forked child before exec and only calls setns(2), which is
-        // async-signal-safe; the file descriptor was opened before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        join_netns_at_exec(&mut command, netns);
     }
     let spawn_error = |source| CommandError::Spawn {
         program: program.to_owned(),

@@ -103,7 +103,7 @@ async fn bad_create_requests_are_rejected_before_touching_the_host() {
             "{status} should mention {needle}"
         );
     }
-    let (netns, links, pids) = host_objects(&host.instance());
+    let (netns, links, pids) = host_objects(&host.instance()).await;
     assert!(netns.is_empty() && links.is_empty() && pids.is_empty());
 
     // Unknown sandboxes and malformed ids: NotFound everywhere.
@@ -152,7 +152,7 @@ async fn a_guest_that_does_not_answer_in_time_fails_create_clearly_and_leaves_no
         status.message().contains("did not answer within"),
         "{status}"
     );
-    let (netns, links, pids) = host_objects(&host.instance());
+    let (netns, links, pids) = host_objects(&host.instance()).await;
     assert!(
         netns.is_empty() && links.is_empty() && pids.is_empty(),
         "{netns:?} {links:?} {pids:?}"

@@ -46,7 +46,7 @@ async fn memory_processes_files_and_clock_survive_a_pause() {
 
     let paused = pause(&mut host, &id).await;
     assert_eq!(paused.state, pb::SandboxState::Paused as i32);
-    let (netns, links, pids) = host_objects(&host.instance());
+    let (netns, links, pids) = host_objects(&host.instance()).await;
     assert!(
         netns.is_empty() && links.is_empty() && pids.is_empty(),
         "a paused sandbox holds {netns:?} {links:?} {pids:?}"
@@ -187,18 +187,9 @@ async fn an_idle_sandbox_is_paused_automatically_and_ping_postpones_it() {
     );
 
     // Then leave it alone.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let paused = loop {
-        let sandbox = state(&mut host, id.clone()).await;
-        if sandbox.state == pb::SandboxState::Paused as i32 {
-            break sandbox;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not paused 20 s after the last activity: {sandbox:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let paused = host
+        .wait_for_state(&id, pb::SandboxState::Paused, Duration::from_secs(20))
+        .await;
     assert!(paused.auto_paused);
     let idle_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -110,7 +110,7 @@ async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
         .unwrap();
     agent.child.kill().unwrap(); // SIGKILL: no chance to clean up.
     agent.child.wait().unwrap();
-    let (netns, links, pids) = host_objects(&instance);
+    let (netns, links, pids) = host_objects(&instance).await;
     assert_eq!(
         (netns.len(), links.len(), pids.len()),
         (2, 2, 2),
@@ -121,7 +121,7 @@ async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
 
     let mut agent = spawn_agent(&lease, data.path());
     let mut client = connect(&agent).await;
-    let (netns, links, pids) = host_objects(&instance);
+    let (netns, links, pids) = host_objects(&instance).await;
     assert!(netns.is_empty(), "{netns:?}");
     assert!(links.is_empty(), "{links:?}");
     assert!(pids.is_empty(), "{pids:?}");
@@ -162,7 +162,7 @@ async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
     .unwrap();
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "agent exited with {status}");
-    let (netns, links, pids) = host_objects(&instance);
+    let (netns, links, pids) = host_objects(&instance).await;
     assert!(
         netns.is_empty() && links.is_empty() && pids.is_empty(),
         "{netns:?} {links:?} {pids:?}"

@@ -37,7 +37,7 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
         .into_inner();
     assert_eq!(got.memory_mb, 256);
 
-    let (netns, links, pids) = host_objects(&host.instance());
+    let (netns, links, pids) = host_objects(&host.instance()).await;
     assert_eq!(
         (netns.len(), links.len(), pids.len()),
         (1, 1, 1),
@@ -51,7 +51,7 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
     assert!(sandbox_dir.join("rootfs.qcow2").exists());
 
     host.destroy(&sandbox.sandbox_id).await;
-    let (netns, links, pids) = host_objects(&host.instance());
+    let (netns, links, pids) = host_objects(&host.instance()).await;
     assert!(netns.is_empty(), "netns left behind: {netns:?}");
     assert!(links.is_empty(), "veth left behind: {links:?}");
     assert!(pids.is_empty(), "VMM left behind: {pids:?}");
@@ -128,7 +128,7 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
         .await
         .unwrap()
         .into_inner();
-    let (_, _, pids) = host_objects(&host.instance());
+    let (_, _, pids) = host_objects(&host.instance()).await;
     assert_eq!(pids.len(), 1);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0] as i32),
@@ -160,7 +160,7 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
         .unwrap()
         .into_inner();
     assert_eq!(got.state, pb::SandboxState::Error as i32);
-    let (netns, links, _) = host_objects(&host.instance());
+    let (netns, links, _) = host_objects(&host.instance()).await;
     assert!(
         netns.is_empty() && links.is_empty(),
         "slot not released: {netns:?} {links:?}"

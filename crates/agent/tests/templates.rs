@@ -326,7 +326,7 @@ async fn a_vmm_killed_as_a_pause_or_snapshot_starts_leaves_an_error_and_no_templ
     let _ = std::fs::remove_dir_all(templates_dir.join(&name));
     for operation in ["pause", "snapshot"] {
         let id = host.create().await.sandbox_id;
-        let (_, _, pids) = common::host_objects(&host.instance());
+        let (_, _, pids) = common::host_objects(&host.instance()).await;
         assert_eq!(pids.len(), 1);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pids[0] as i32),
@@ -355,26 +355,13 @@ async fn a_vmm_killed_as_a_pause_or_snapshot_starts_leaves_an_error_and_no_templ
             "{operation} of a sandbox whose VMM was killed succeeded"
         );
         // Whichever came first, the VMM's death or the request, the sandbox ends in error.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let sandbox = host
-                .client
-                .get_sandbox(pb::GetSandboxRequest {
-                    sandbox_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if sandbox.state == pb::SandboxState::Error as i32 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{operation}: not error: {sandbox:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        let (netns, links, pids) = common::host_objects(&host.instance());
+        host.wait_for_state(
+            &id,
+            pb::SandboxState::Error,
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+        let (netns, links, pids) = common::host_objects(&host.instance()).await;
         assert!(
             netns.is_empty() && links.is_empty() && pids.is_empty(),
             "{operation}: {netns:?} {links:?} {pids:?}"

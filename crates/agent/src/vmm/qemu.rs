@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -239,15 +238,7 @@ impl QemuVmm {
             .stderr(log_err)
             // A start-up abandoned half way must not leave QEMU running.
             .kill_on_drop(true);
-        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; `netns` was opened before the fork and stays alive in the
-        // closure.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        crate::command::join_netns_at_exec(&mut command, netns);
         let mut child = command.spawn().map_err(|source| VmmError::Spawn {
             binary: self.binary.clone(),
             source,

@@ -229,27 +229,17 @@ pub async fn collect(
 }
 
 /// Host objects belonging to a test instance: (netns, links, VMM pids).
-pub fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
-    let list = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+pub async fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
+    use wrenn_agent::network::ip;
     let prefix = format!("{instance}-");
-    let netns = list(&["netns", "list"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    let links = list(&["-o", "link", "show"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let ours = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    let netns = ours(ip::list_netns().await.expect("list netns"));
+    let links = ours(ip::list_links().await.expect("list links"));
     let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{instance}."));
     (netns, links, pids)
 }
@@ -262,6 +252,34 @@ pub const COUNTER: &str = "import socket\ns=socket.socket();s.setsockopt(socket.
 pub const NEXT: &str = "python3 -c \"import socket\ns=socket.create_connection(('127.0.0.1',9000));print(s.recv(16).decode())\"";
 
 impl TestHost {
+    /// Polls the sandbox until it reaches `state`, failing after `within`.
+    pub async fn wait_for_state(
+        &mut self,
+        id: &str,
+        state: pb::SandboxState,
+        within: Duration,
+    ) -> pb::Sandbox {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let sandbox = self
+                .client
+                .get_sandbox(pb::GetSandboxRequest {
+                    sandbox_id: id.into(),
+                })
+                .await
+                .expect("get sandbox")
+                .into_inner();
+            if sandbox.state == state as i32 {
+                return sandbox;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not {state:?} within {within:?}: {sandbox:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts the counter in the background and waits until it answers "1".
     pub async fn start_counter(&mut self, sandbox: &str) {
         drop(
