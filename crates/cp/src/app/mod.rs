@@ -1,0 +1,13 @@
+//! The control plane's logic, one file per resource. Handlers in `http/` call these; these
+//! call `db/` and the host agents. Every mutating operation writes an audit entry.
+
+pub mod api_key;
+pub mod audit;
+pub mod auth;
+pub mod caller;
+pub mod exec;
+pub mod hosts;
+pub mod reconcile;
+pub mod sandbox;
+pub mod template;
+pub mod user;

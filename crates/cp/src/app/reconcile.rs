@@ -1,0 +1,260 @@
+//! Keeps sandbox rows in step with what each host reports: a periodic full comparison plus
+//! the host's event stream (auto-pauses, VMs that died, flushed metrics).
+//!
+//! Safe with several control planes on one database: for each host, only the replica holding
+//! that host's advisory lock (on a connection it keeps open) reconciles it; if that replica
+//! dies its connection closes, the lock is freed and another replica takes over.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::pool::PoolConnection;
+use sqlx::Postgres;
+use tokio_stream::StreamExt;
+use wrenn_agent_api::v1 as pb;
+use wrenn_api::SandboxState;
+
+use crate::app::audit::{self, Target};
+use crate::app::hosts::Host;
+use crate::app::sandbox::{apply_agent_view, time_from_ms};
+use crate::db;
+use crate::db::hosts::HostStatus;
+use crate::db::metrics::MetricRow;
+use crate::db::sandboxes::{SandboxRow, SandboxUpdate};
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// Sandboxes the host has but the database doesn't are destroyed once this old (younger ones
+/// may be forks whose rows are being written).
+const ORPHAN_GRACE: Duration = Duration::from_secs(300);
+
+/// Runs until the process ends: reconciles every host this replica holds the lock for.
+pub async fn run(state: AppState) {
+    let hosts: Vec<Host> = state.hosts.all().cloned().collect();
+    let tasks: Vec<_> = hosts
+        .into_iter()
+        .map(|host| tokio::spawn(host_loop(state.clone(), host)))
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn host_loop(state: AppState, host: Host) {
+    loop {
+        match lock_host(&state, &host).await {
+            Ok(Some(connection)) => {
+                tracing::info!(host = %host.name, "reconciling host");
+                lead(&state, &host, connection).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(host = %host.name, error = %error, "take host reconcile lock")
+            }
+        }
+        tokio::time::sleep(state.config.reconcile_interval).await;
+    }
+}
+
+/// The host's advisory lock on a connection of our own, or None if another replica holds it.
+async fn lock_host(
+    state: &AppState,
+    host: &Host,
+) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+    let mut connection = state.pool.acquire().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('wrenn.reconcile.' || $1))")
+            .bind(&host.id)
+            .fetch_one(&mut *connection)
+            .await?;
+    Ok(locked.then_some(connection))
+}
+
+/// Reconciles while the lock's connection stays healthy.
+async fn lead(state: &AppState, host: &Host, mut connection: PoolConnection<Postgres>) {
+    let mut watch = tokio::spawn(watch_events(state.clone(), host.clone()));
+    loop {
+        if let Err(error) = reconcile_host(state, host).await {
+            tracing::warn!(host = %host.name, error = %error, "reconcile host");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(state.config.reconcile_interval) => {}
+            _ = &mut watch => {
+                // The event stream ended (host restarted or unreachable): start it again.
+                watch = tokio::spawn(watch_events(state.clone(), host.clone()));
+            }
+        }
+        if sqlx::query("SELECT 1")
+            .execute(&mut *connection)
+            .await
+            .is_err()
+        {
+            tracing::warn!(host = %host.name, "lost the reconcile lock's connection");
+            watch.abort();
+            return;
+        }
+    }
+}
+
+/// One full comparison of the host's sandboxes with the database.
+pub async fn reconcile_host(state: &AppState, host: &Host) -> ApiResult<()> {
+    let mut client = host.client.clone();
+    let info = match client.get_host_info(pb::GetHostInfoRequest {}).await {
+        Ok(info) => info.into_inner(),
+        Err(status) => {
+            tracing::debug!(host = %host.name, error = %status, "host unreachable");
+            db::hosts::host_mark_unreachable(&state.pool, &host.id).await?;
+            return Ok(());
+        }
+    };
+    db::hosts::host_update_status(
+        &state.pool,
+        &host.id,
+        &HostStatus {
+            state: "ready",
+            accelerator: &info.accelerator,
+            cpus: info.cpus as i32,
+            memory_mb: info.memory_mb as i64,
+            agent_version: &info.agent_version,
+        },
+    )
+    .await?;
+    // Rows first: a sandbox created between the two reads is then on the host, not missing.
+    let rows = db::sandboxes::sandbox_list_on_host(&state.pool, &host.id).await?;
+    let listed = client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await?
+        .into_inner();
+    let mut on_host: HashMap<String, pb::Sandbox> = listed
+        .sandboxes
+        .into_iter()
+        .map(|s| (s.sandbox_id.clone(), s))
+        .collect();
+    for row in rows {
+        match on_host.remove(&row.id) {
+            Some(agent) => observe(state, &row, &agent).await?,
+            None => mark_missing(state, &row).await?,
+        }
+    }
+    let now = chrono::Utc::now();
+    for (id, agent) in on_host {
+        let age = now - time_from_ms(agent.created_at_ms);
+        if age.to_std().unwrap_or_default() < ORPHAN_GRACE {
+            continue;
+        }
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sandboxes WHERE id = $1)")
+                .bind(&id)
+                .fetch_one(&state.pool)
+                .await?;
+        if !known {
+            tracing::warn!(host = %host.name, sandbox = %id, "destroying a sandbox no team owns");
+            let _ = client
+                .destroy_sandbox(pb::DestroySandboxRequest { sandbox_id: id })
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// Applies what the host says about a row, auditing changes the control plane didn't make.
+async fn observe(state: &AppState, row: &SandboxRow, agent: &pb::Sandbox) -> ApiResult<()> {
+    let Some(updated) = apply_agent_view(state, agent).await? else {
+        return Ok(());
+    };
+    if updated.state != row.state {
+        let action = match (row.state.as_str(), updated.state.as_str()) {
+            ("running", "paused") if updated.auto_paused => "auto_pause",
+            (_, "error") => "fail",
+            (_, "stopped") => "stop",
+            _ => "observe",
+        };
+        tracing::info!(sandbox = %row.id, from = %row.state, to = %updated.state, "sandbox state changed on its host");
+        audit::record_system(
+            &state.pool,
+            &row.team_id,
+            Target::new("sandbox", Some(&row.id), action),
+            json!({"from": row.state, "to": updated.state, "error": updated.error}),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn mark_missing(state: &AppState, row: &SandboxRow) -> ApiResult<()> {
+    if row.state == SandboxState::Missing.as_str() {
+        return Ok(());
+    }
+    let in_flight = row.state == SandboxState::Pending.as_str()
+        && (chrono::Utc::now() - row.created_at)
+            .to_std()
+            .unwrap_or_default()
+            < state.config.agent_timeout * 2;
+    if in_flight {
+        return Ok(());
+    }
+    let mut update = SandboxUpdate::state(SandboxState::Missing.as_str());
+    update.error = Some("its host no longer knows this sandbox");
+    if db::sandboxes::sandbox_update(&state.pool, &row.id, &update)
+        .await?
+        .is_some()
+    {
+        tracing::warn!(sandbox = %row.id, "sandbox missing from its host");
+        audit::record_system(
+            &state.pool,
+            &row.team_id,
+            Target::new("sandbox", Some(&row.id), "missing"),
+            json!({"from": row.state}),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Follows the host's event stream until it ends.
+async fn watch_events(state: AppState, host: Host) {
+    let mut client = host.client.clone();
+    let mut events = match client.watch_sandboxes(pb::WatchSandboxesRequest {}).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => {
+            tracing::debug!(host = %host.name, error = %status, "watch sandboxes");
+            tokio::time::sleep(state.config.reconcile_interval).await;
+            return;
+        }
+    };
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { break };
+        if let Err(error) = handle_event(&state, event).await {
+            tracing::warn!(host = %host.name, error = %error, "apply sandbox event");
+        }
+    }
+}
+
+async fn handle_event(state: &AppState, event: pb::SandboxEvent) -> ApiResult<()> {
+    let Some(agent) = event.sandbox else {
+        return Ok(());
+    };
+    let row: Option<SandboxRow> = sqlx::query_as(
+        "SELECT id, team_id, host_id, template_id, template, state, vcpus, memory_mb, disk_mb, \
+         timeout_sec, internet, metadata, error, boot_ms, auto_paused, created_at, updated_at \
+         FROM sandboxes WHERE id = $1",
+    )
+    .bind(&agent.sandbox_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let samples: Vec<MetricRow> = event
+        .flushed_metrics
+        .iter()
+        .map(|m| MetricRow {
+            at: time_from_ms(m.at_ms),
+            cpu_percent: m.cpu_percent,
+            rss_bytes: m.rss_bytes as i64,
+            pss_bytes: m.pss_bytes as i64,
+            disk_bytes: m.disk_bytes as i64,
+        })
+        .collect();
+    db::metrics::metrics_store(&state.pool, &row.id, &samples).await?;
+    observe(state, &row, &agent).await
+}
