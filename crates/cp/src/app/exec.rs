@@ -154,7 +154,12 @@ async fn exec(
         }),
     )
     .await
-    .map_err(|_| ApiError::Unavailable("the host did not finish the command in time".into()))??
+    .map_err(|_| ApiError::Unavailable("the host did not finish the command in time".into()))?
+    .map_err(|status| match status.code() {
+        // The sandbox exists (checked above): what is missing is the program, user or cwd.
+        tonic::Code::NotFound => ApiError::invalid(status.message()),
+        _ => status.into(),
+    })?
     .into_inner();
     let exit = response.exit.unwrap_or_default();
     if !exit.error.is_empty() {

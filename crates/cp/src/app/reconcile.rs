@@ -163,19 +163,24 @@ async fn observe(state: &AppState, row: &SandboxRow, agent: &pb::Sandbox) -> Api
     let Some(updated) = apply_agent_view(state, agent).await? else {
         return Ok(());
     };
-    if updated.state != row.state {
-        let action = match (row.state.as_str(), updated.state.as_str()) {
-            ("running", "paused") if updated.auto_paused => "auto_pause",
-            (_, "error") => "fail",
-            (_, "stopped") => "stop",
-            _ => "observe",
-        };
-        tracing::info!(sandbox = %row.id, from = %row.state, to = %updated.state, "sandbox state changed on its host");
+    if updated.state == row.state {
+        return Ok(());
+    }
+    tracing::info!(sandbox = %row.id, from = %row.state, to = %updated.state, "sandbox state changed on its host");
+    // Changes the control plane asked for are audited where it asked; the host's own
+    // decisions (idle pause, a VM that died or was destroyed after a failed pause) are audited here.
+    let action = match updated.state.as_str() {
+        "paused" if updated.auto_paused => Some("auto_pause"),
+        "error" => Some("fail"),
+        "stopped" if !agent.error.is_empty() => Some("stop"),
+        _ => None,
+    };
+    if let Some(action) = action {
         audit::record_system(
             &state.pool,
             &row.team_id,
             Target::new("sandbox", Some(&row.id), action),
-            json!({"from": row.state, "to": updated.state, "error": updated.error}),
+            json!({"from": row.state, "to": updated.state, "error": agent.error}),
         )
         .await;
     }

@@ -114,9 +114,14 @@ impl TestCp {
 
     /// A control plane over a real in-process host agent that boots real VMs.
     pub async fn start_with_agent() -> Self {
+        Self::start_with_agent_config(|_| {}).await
+    }
+
+    /// Like [`TestCp::start_with_agent`], with the control plane's configuration adjusted.
+    pub async fn start_with_agent_config(adjust: impl FnOnce(&mut CpConfig)) -> Self {
         let agent = TestAgent::start().await;
         let address = format!("http://{}", agent.addr);
-        Self::start_with(address, Some(agent), |_| {}).await
+        Self::start_with(address, Some(agent), adjust).await
     }
 
     async fn start_with(
@@ -332,6 +337,29 @@ pub fn ready_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// An images directory of the test's own whose kernels and base templates link to the shared
+/// ones: templates the test snapshots stay in its temporary directory, whatever happens.
+fn private_images_dir(state: &std::path::Path) -> PathBuf {
+    let shared = images_dir();
+    let private = state.join("images");
+    std::fs::create_dir_all(private.join("templates")).unwrap();
+    std::os::unix::fs::symlink(shared.join("kernels"), private.join("kernels")).unwrap();
+    for entry in std::fs::read_dir(shared.join("templates")).unwrap() {
+        let entry = entry.unwrap();
+        let manifest = entry.path().join("template.json");
+        let base =
+            std::fs::read_to_string(&manifest).is_ok_and(|text| !text.contains("\"snapshot\""));
+        if base {
+            std::os::unix::fs::symlink(
+                entry.path(),
+                private.join("templates").join(entry.file_name()),
+            )
+            .unwrap();
+        }
+    }
+    private
+}
+
 /// A real host agent in-process, on a lease of its own (instance name, slot network).
 pub struct TestAgent {
     pub addr: std::net::SocketAddr,
@@ -353,7 +381,7 @@ impl TestAgent {
             .expect("take a test agent lease");
         let state = tempfile::tempdir().unwrap();
         let mut config = wrenn_agent::config::AgentConfig::new(state.path());
-        config.images_dir = images_dir();
+        config.images_dir = private_images_dir(state.path());
         config.state_dir = state.path().join("sandboxes");
         lease.apply(&mut config);
         config.ready_timeout = ready_timeout();
