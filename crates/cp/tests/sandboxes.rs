@@ -404,7 +404,7 @@ async fn snapshot_templates_forks_and_reconcile() {
     let (_, listed) = cp.get("/v1/sandboxes?metadata=fork%3Dyes", &key).await;
     assert_eq!(listed["sandboxes"].as_array().unwrap().len(), 2);
 
-    // A VM that vanishes behind the control plane's back is reconciled to `missing`.
+    // A VM destroyed behind the control plane's back is seen as stopped (the host reports it).
     let agent = cp.agent.as_ref().unwrap();
     let mut client = wrenn_agent_api::v1::host_agent_client::HostAgentClient::connect(format!(
         "http://{}",
@@ -418,9 +418,26 @@ async fn snapshot_templates_forks_and_reconcile() {
         })
         .await
         .unwrap();
+    cp.wait_for(
+        &format!("/v1/sandboxes/{}", forks[1]),
+        &key,
+        Duration::from_secs(30),
+        |s| s["state"] == "stopped",
+    )
+    .await;
+    // A sandbox its host has never heard of (lost with the host's disk, say) becomes `missing`.
+    sqlx::query(
+        "INSERT INTO sandboxes (id, team_id, host_id, template_id, template, state, vcpus, memory_mb, \
+         disk_mb, timeout_sec, internet) SELECT 'sb-lost', team_id, host_id, template_id, template, \
+         'running', 1, 256, 0, 0, TRUE FROM sandboxes WHERE id = $1",
+    )
+    .bind(&source_id)
+    .execute(cp.pool())
+    .await
+    .unwrap();
     let missing = cp
         .wait_for(
-            &format!("/v1/sandboxes/{}", forks[1]),
+            "/v1/sandboxes/sb-lost",
             &key,
             Duration::from_secs(30),
             |s| s["state"] == "missing",
@@ -430,8 +447,18 @@ async fn snapshot_templates_forks_and_reconcile() {
         missing["error"].as_str().unwrap().contains("no longer"),
         "{missing}"
     );
+    let (_, log) = cp
+        .get("/v1/audit-logs?actor_type=system&action=missing", &key)
+        .await;
+    assert_eq!(log["audit_logs"][0]["resource_id"], "sb-lost", "{log}");
 
-    for id in [&clone_id, &forks[0], &forks[1], &source_id] {
+    for id in [
+        &clone_id,
+        &forks[0],
+        &forks[1],
+        &source_id,
+        &"sb-lost".to_owned(),
+    ] {
         let (status, body) = cp.delete(&format!("/v1/sandboxes/{id}"), &key).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{id}: {body}");
     }
