@@ -43,6 +43,7 @@ pub const BENCHES: LeasePool = LeasePool {
 };
 
 const LEASE_DIR: &str = "/run/wrenn/leases";
+const INSTANCE_LOCK_DIR: &str = "/run/wrenn/instances";
 
 /// No lease could be taken.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,44 @@ impl LeasePool {
     }
 }
 
+/// Proof that this process is the only agent running an instance name, held until dropped.
+/// A second agent with the same name would reclaim (kill) the first one's VMs at start-up.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _lock: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceLockError {
+    #[error("create lock directory {path} (are you root?)")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another wrenn-agent is already running instance {instance:?} on this host")]
+    Held { instance: String },
+}
+
+impl InstanceLock {
+    pub fn acquire(instance: &str) -> Result<Self, InstanceLockError> {
+        let dir = PathBuf::from(INSTANCE_LOCK_DIR);
+        let dir_error = |source| InstanceLockError::Dir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(dir_error)?;
+        let file = File::create(dir.join(format!("{instance}.lock"))).map_err(dir_error)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(InstanceLockError::Held {
+                instance: instance.to_owned(),
+            });
+        }
+        Ok(Self { _lock: file })
+    }
+}
+
 impl InstanceLease {
     pub fn instance(&self) -> String {
         format!("{}{}", self.pool.prefix, self.index)
@@ -115,6 +154,15 @@ impl InstanceLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_name_is_locked_once() {
+        let first = InstanceLock::acquire("unit-test-instance").unwrap();
+        let second = InstanceLock::acquire("unit-test-instance").unwrap_err();
+        assert!(second.to_string().contains("already running"), "{second}");
+        drop(first);
+        InstanceLock::acquire("unit-test-instance").unwrap();
+    }
 
     #[test]
     fn leases_are_exclusive_and_map_to_distinct_identities() {

@@ -24,6 +24,10 @@ pub struct ExecRequest {
     pub background: bool,
     /// Name for a background process, unique among the running ones.
     pub tag: Option<String>,
+    /// Keep stdin open for `stdin` frames (exec stream) instead of reading /dev/null.
+    /// `POST /exec` does not use it.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 /// How `stdout` and `stderr` are written: as text, or base64 when not valid UTF-8.
@@ -107,6 +111,12 @@ pub enum StreamOutput {
         timed_out: bool,
         duration_ms: u64,
         error: Option<String>,
+    },
+    /// A client frame could not be applied (not JSON, stdin not open or already closed, no
+    /// terminal to resize, the process already exited). The stream goes on.
+    InputError {
+        code: String,
+        message: String,
     },
     /// The stream failed; the connection closes after this.
     Error {

@@ -1,8 +1,13 @@
-//! End to end through the `wrenn` binary: `wrenn run` boots a real VM, streams output, passes
-//! the exit code through and leaves nothing behind. Needs root and built images, like every VM
-//! test (`scripts/test` prepares both).
+//! End to end through the `wrenn` binary without a control plane: `wrenn run --agent local`
+//! boots a real VM with a host agent inside the CLI, `wrenn run --agent URL` uses a running
+//! agent; both stream output, pass the exit code through and leave nothing behind. Needs root
+//! and built images, like every VM test (`scripts/test` prepares both).
+
+mod common;
 
 use std::process::Command;
+
+use common::{stderr, stdout};
 
 fn wrenn(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wrenn"))
@@ -13,18 +18,44 @@ fn wrenn(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn run_prints_python_output_and_passes_exit_codes_through() {
-    let out = wrenn(&["run", "--", "python3", "-c", "print(6*7)"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "42\n",
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn run_with_a_local_agent_prints_python_output_and_checks_templates() {
+    let out = wrenn(&[
+        "run",
+        "--agent",
+        "local",
+        "--",
+        "python3",
+        "-c",
+        "print(6*7)",
+    ]);
+    assert_eq!(stdout(&out), "42\n", "stderr: {}", stderr(&out));
     assert!(out.status.success());
 
     let out = wrenn(&[
         "run",
+        "--agent",
+        "local",
+        "--template",
+        "../etc",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid template name"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_running_agent_passes_exit_codes_through() {
+    let agent = common::Agent::start().await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wrenn"));
+    command.args([
+        "run",
+        "--agent",
+        &agent.url,
         "--no-internet",
         "-e",
         "WHO=wrenn",
@@ -33,14 +64,20 @@ fn run_prints_python_output_and_passes_exit_codes_through() {
         "-c",
         "echo hi $WHO >&2; exit 7",
     ]);
-    assert_eq!(out.status.code(), Some(7));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hi wrenn"));
+    let out = common::run_with_stdin(command, None).await;
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("hi wrenn"), "{}", stderr(&out));
 
-    let out = wrenn(&["run", "--template", "../etc", "--", "true"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("invalid template name"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut client =
+        wrenn_agent_api::v1::host_agent_client::HostAgentClient::connect(agent.url.clone())
+            .await
+            .unwrap();
+    let left = client
+        .list_sandboxes(wrenn_agent_api::v1::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    assert!(left.is_empty(), "run left sandboxes behind: {left:?}");
+    agent.stop().await;
 }

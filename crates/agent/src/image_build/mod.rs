@@ -15,7 +15,7 @@ mod cp;
 mod debootstrap;
 mod disk_usage;
 mod dpkg;
-mod elf;
+pub mod elf;
 mod ext4;
 mod guest_files;
 mod inputs_key;

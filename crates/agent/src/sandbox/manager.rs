@@ -83,6 +83,8 @@ pub enum StartError {
     },
     #[error("prepare host networking")]
     Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    AlreadyRunning(#[from] crate::lease::InstanceLockError),
 }
 
 /// All sandboxes on this host.
@@ -91,6 +93,7 @@ pub struct SandboxManager {
     images: ImageStore,
     host_memory_mb: u64,
     sandboxes: Mutex<HashMap<SandboxId, SandboxHandle>>,
+    _instance_lock: crate::lease::InstanceLock,
 }
 
 impl SandboxManager {
@@ -101,6 +104,8 @@ impl SandboxManager {
         vmm: Arc<dyn Vmm>,
     ) -> Result<(Self, ReclaimReport), StartError> {
         config.validate()?;
+        // Before reclaim: a second agent of the same instance must not kill the first's VMs.
+        let instance_lock = crate::lease::InstanceLock::acquire(&config.instance)?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -121,6 +126,7 @@ impl SandboxManager {
             images: ImageStore::new(&config.images_dir),
             host_memory_mb: host_memory_mb(),
             sandboxes: Mutex::new(HashMap::new()),
+            _instance_lock: instance_lock,
         };
         manager.adopt_paused();
         Ok((manager, report))

@@ -1,227 +1,263 @@
-//! `wrenn run`: boot a sandbox on this machine, run one command in it with its output streamed,
-//! then destroy it — the Docker-like first contact, with no control plane involved.
-//! An agent runs in-process under its own instance name, so it never disturbs a host agent.
+//! `wrenn run`: boot a sandbox, run one command in it with its output streamed live, exit
+//! with its exit code and destroy the sandbox — also on Ctrl-C. By default through the control
+//! plane's REST API; `--agent` goes to a host agent directly (see `run_agent.rs`).
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use futures::StreamExt;
-use tokio::io::AsyncReadExt;
-use wrenn_agent::config::AgentConfig;
-use wrenn_agent::envd_client::EnvdClient;
-use wrenn_agent::network::InternetAccess;
-use wrenn_agent::sandbox::CreateSandbox;
-use wrenn_agent::server::Agent;
-use wrenn_agent_api::envd;
+use indicatif::ProgressBar;
+use wrenn_api::{CreateSandboxRequest, ExecRequest};
 
-use crate::tty::RawMode;
+use super::attach::{self, Attach, Ended, Interrupts, OnInterrupt, Stdin, Terminal};
+use super::ApiArgs;
+use crate::api::ws::{self, PtyOptions};
+use crate::api::{ApiClient, ApiError, ProcessStream};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Skip the control plane: `local` boots a host agent inside this process; a URL such as
+    /// http://127.0.0.1:7250 uses a running wrenn-agent.
+    #[arg(long, value_name = "local|URL", value_parser = parse_agent)]
+    pub agent: Option<AgentTarget>,
     /// Template to boot.
     #[arg(long, default_value = "minimal")]
-    template: String,
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
-    #[arg(long, default_value_t = 512)]
-    memory_mb: u32,
-    /// Root disk size; 0 means the template's size.
-    #[arg(long, default_value_t = 0)]
-    disk_mb: u32,
+    pub template: String,
+    /// Virtual CPUs (default 1).
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Guest memory in MiB (control plane default 256, agent modes 512).
+    #[arg(long, visible_alias = "memory")]
+    pub memory_mb: Option<u32>,
+    /// Root disk size in MiB; the template's size when absent.
+    #[arg(long, visible_alias = "disk")]
+    pub disk_mb: Option<u32>,
     /// Environment for the command, KEY=VALUE (repeatable).
-    #[arg(short, long = "env", value_parser = parse_env)]
-    env: Vec<(String, String)>,
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
     /// Working directory inside the sandbox.
     #[arg(short = 'w', long)]
-    workdir: Option<String>,
-    /// User inside the sandbox.
-    #[arg(short, long, default_value = "root")]
-    user: String,
+    pub workdir: Option<String>,
+    /// User inside the sandbox (default root).
+    #[arg(short, long)]
+    pub user: Option<String>,
     /// Block internet access from the sandbox.
     #[arg(long)]
-    no_internet: bool,
+    pub no_internet: bool,
     /// Keep stdin open and forward it to the command.
     #[arg(short, long)]
-    interactive: bool,
+    pub interactive: bool,
     /// Run the command on a terminal (use with -i for shells).
     #[arg(short, long)]
-    tty: bool,
-    /// Kill the command after this many seconds (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    timeout_secs: u64,
+    pub tty: bool,
+    /// Kill the command after this many seconds.
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// With `--agent local`: where images and sandboxes live.
     #[arg(long, env = "WRENN_DATA_DIR", default_value = "/var/lib/wrenn")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// With `--agent local`: the images directory (default <data-dir>/images).
     #[arg(long, env = "WRENN_IMAGES_DIR")]
-    images_dir: Option<PathBuf>,
-    /// Seconds the sandbox may take to boot.
+    pub images_dir: Option<PathBuf>,
+    /// With `--agent local`: seconds the sandbox may take to boot.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
-    ready_timeout_secs: u64,
+    pub ready_timeout_secs: u64,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
-    command: Vec<String>,
+    pub command: Vec<String>,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+/// Which host agent `--agent` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentTarget {
+    /// One inside this process.
+    Local,
+    /// A running `wrenn-agent` at this gRPC address.
+    Remote(String),
 }
 
-/// A spinner on stderr while the sandbox boots (hidden when stderr is not a terminal).
-fn boot_spinner(template: &str) -> indicatif::ProgressBar {
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    spinner.set_message(format!("booting a {template} sandbox"));
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    spinner
+fn parse_agent(s: &str) -> Result<AgentTarget, String> {
+    if s == "local" {
+        return Ok(AgentTarget::Local);
+    }
+    match url::Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(AgentTarget::Remote(s.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is neither `local` nor an agent URL such as http://127.0.0.1:7250"
+        )),
+    }
+}
+
+/// `KEY=VALUE`, for environment and metadata flags.
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Runs the command and returns its exit code.
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Runtime::new().context("start async runtime")?;
-    runtime.block_on(run_async(args))
+pub async fn run(args: RunArgs, api: &ApiArgs) -> anyhow::Result<i32> {
+    match &args.agent {
+        Some(AgentTarget::Local) => super::run_agent::run_local(&args).await,
+        Some(AgentTarget::Remote(address)) => super::run_agent::run_remote(address, &args).await,
+        None => run_on_control_plane(&args, &api.client()?).await,
+    }
 }
 
-async fn run_async(args: RunArgs) -> anyhow::Result<i32> {
-    let lease = wrenn_agent::lease::LOCAL_RUNS.acquire()?;
-    let mut config = AgentConfig::new(&args.data_dir);
-    if let Some(images_dir) = &args.images_dir {
-        config.images_dir = images_dir.clone();
+async fn run_on_control_plane(args: &RunArgs, client: &ApiClient) -> anyhow::Result<i32> {
+    if args.tty && args.command.len() > 1 {
+        bail!(
+            "through the control plane, -t runs one program without arguments (its terminal \
+             API takes none); drop -t, or put the command in a script"
+        );
     }
-    config.state_dir = args
-        .data_dir
-        .join("local-runs")
-        .join(lease.index.to_string());
-    lease.apply(&mut config);
-    config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
-    config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
-
-    let spinner = boot_spinner(&args.template);
-    let agent = Agent::start(config).await.context("prepare this host")?;
-    let manager = agent.manager.clone();
-    let created = manager
-        .create(CreateSandbox {
-            id: None,
-            template: args.template.clone(),
-            vcpus: args.vcpus,
-            memory_mb: args.memory_mb,
-            disk_mb: args.disk_mb,
-            env: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-            internet: if args.no_internet {
-                InternetAccess::Blocked
-            } else {
-                InternetAccess::Allowed
-            },
-            timeout_sec: 0,
-        })
-        .await;
-    let sandbox = match created {
-        Ok(sandbox) => sandbox,
-        Err(e) => {
-            spinner.finish_and_clear();
-            manager.shutdown().await;
-            bail!("could not start the sandbox: {e}");
+    // The sandbox is the command's alone, so its environment can go on the sandbox: that
+    // reaches terminals too, which take no environment of their own.
+    let request = CreateSandboxRequest {
+        template: Some(args.template.clone()),
+        vcpus: args.vcpus,
+        memory_mb: args.memory_mb,
+        disk_mb: args.disk_mb,
+        env: (!args.env.is_empty()).then(|| args.env.iter().cloned().collect()),
+        internet: args.no_internet.then_some(false),
+        ..Default::default()
+    };
+    let mut interrupts = Interrupts::watch().context("watch for Ctrl-C")?;
+    let spinner = crate::output::spinner(format!("booting a {} sandbox", args.template));
+    let booted = boot_shielded(client.sandbox_create(&request), &spinner, &mut interrupts).await;
+    crate::output::finish(&spinner);
+    let (sandbox, interrupted) = match booted {
+        Boot::Done(Err(error @ ApiError::Unreachable { .. }), _) => {
+            return Err(anyhow::Error::new(error).context(
+                "could not start the sandbox; to run without a control plane, pass \
+                 `--agent local` (or `--agent http://HOST:7250` for a running wrenn-agent)",
+            ));
+        }
+        Boot::Done(created, interrupted) => {
+            (created.context("could not start the sandbox")?, interrupted)
+        }
+        Boot::Abandoned => {
+            eprintln!("wrenn: interrupted twice; the sandbox may be left running (see `wrenn sandbox ls`)");
+            return Ok(attach::INTERRUPTED_CODE);
         }
     };
-    spinner.finish_and_clear();
-    tracing::debug!(sandbox = %sandbox.id, boot_ms = sandbox.boot_ms, "sandbox running");
-
-    let envd = manager.envd(sandbox.id.as_str())?;
-    let outcome = tokio::select! {
-        outcome = run_command(&envd, &args) => outcome,
-        _ = tokio::signal::ctrl_c() => Ok(130),
+    tracing::debug!(sandbox = %sandbox.id, boot_ms = ?sandbox.boot_ms, "sandbox running");
+    let outcome = if interrupted {
+        Ok(attach::INTERRUPTED_CODE)
+    } else {
+        run_in(client, &sandbox.id, args, &mut interrupts).await
     };
-    manager.shutdown().await;
+    if let Err(error) = client.sandbox_destroy(&sandbox.id).await {
+        eprintln!(
+            "wrenn: could not destroy sandbox {}: {error}; remove it with `wrenn sandbox kill {}`",
+            sandbox.id, sandbox.id
+        );
+    }
     outcome
 }
 
-async fn run_command(envd: &EnvdClient, args: &RunArgs) -> anyhow::Result<i32> {
-    let (cols, rows) = crate::tty::size();
-    let spec = envd::ProcessSpec {
-        cmd: args.command[0].clone(),
-        args: args.command[1..].to_vec(),
-        env: args.env.iter().cloned().collect(),
-        cwd: args.workdir.clone().unwrap_or_default(),
-        user: args.user.clone(),
-        timeout_ms: args.timeout_secs * 1000,
-        tag: String::new(),
-        pty: args.tty.then_some(envd::PtySize { cols, rows }),
-        stdin: args.interactive,
-    };
-    let mut events = envd
-        .process()
-        .start(envd::StartRequest {
-            process: Some(spec),
-        })
-        .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-        .into_inner();
-    let _raw = if args.tty && args.interactive {
-        RawMode::enable()
+async fn run_in(
+    client: &ApiClient,
+    id: &str,
+    args: &RunArgs,
+    interrupts: &mut Interrupts,
+) -> anyhow::Result<i32> {
+    let stdin = if args.interactive {
+        Stdin::Forwarded
     } else {
-        None
+        Stdin::Closed
     };
-    let mut input_task = None;
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    while let Some(event) = events.next().await {
-        use envd::process_event::Event;
-        match event
-            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-            .event
-        {
-            Some(Event::Started(started)) if args.interactive => {
-                input_task = Some(tokio::spawn(forward_stdin(envd.clone(), started.pid)));
-            }
-            Some(Event::Stdout(data)) | Some(Event::Pty(data)) => {
-                stdout.write_all(&data)?;
-                stdout.flush()?;
-            }
-            Some(Event::Stderr(data)) => {
-                stderr.write_all(&data)?;
-                stderr.flush()?;
-            }
-            Some(Event::Exited(exit)) => {
-                if let Some(task) = input_task {
-                    task.abort();
-                }
-                if exit.timed_out {
-                    eprintln!("wrenn: command timed out after {} s", args.timeout_secs);
-                }
-                return Ok(match (exit.exit_code, exit.signal) {
-                    (code, 0) => code,
-                    (_, signal) => 128 + signal,
-                });
-            }
-            _ => {}
-        }
-    }
-    bail!("the sandbox ended the command's stream before it exited")
+    let (mut stream, terminal) = if args.tty {
+        let (cols, rows) = crate::tty::size();
+        let options = PtyOptions {
+            cols,
+            rows,
+            cmd: Some(args.command[0].clone()),
+            cwd: args.workdir.clone(),
+            user: args.user.clone(),
+        };
+        let url = ws::pty_url(client, id, &options);
+        (ProcessStream::connect(client, url).await?, Terminal::Raw)
+    } else {
+        let mut stream = ProcessStream::connect(client, ws::exec_stream_url(client, id)).await?;
+        stream.start(&exec_request(args)).await?;
+        (stream, Terminal::None)
+    };
+    let how = Attach {
+        stdin,
+        terminal,
+        on_interrupt: OnInterrupt::Detach,
+    };
+    let ended = attach::attach(&mut stream, how, interrupts).await;
+    stream.close().await;
+    Ok(match ended? {
+        Ended::Exited(code) => code,
+        Ended::Interrupted => attach::INTERRUPTED_CODE,
+    })
 }
 
-/// Copies our stdin to the process until EOF, then closes its stdin.
-async fn forward_stdin(envd: EnvdClient, pid: u32) {
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = vec![0u8; 16 << 10];
-    let selector = || {
-        Some(envd::ProcessSelector {
-            selector: Some(envd::process_selector::Selector::Pid(pid)),
-        })
-    };
+fn exec_request(args: &RunArgs) -> ExecRequest {
+    ExecRequest {
+        cmd: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
+        cwd: args.workdir.clone(),
+        user: args.user.clone(),
+        timeout_sec: args.timeout_secs,
+        stdin: args.interactive,
+        ..Default::default()
+    }
+}
+
+/// How a create that Ctrl-C may interrupt ended.
+pub enum Boot<T> {
+    /// The create finished; `true` when Ctrl-C was pressed meanwhile (destroy, don't run).
+    Done(T, bool),
+    /// Ctrl-C twice: the user wants out now.
+    Abandoned,
+}
+
+/// Awaits a create without abandoning it on the first Ctrl-C — that would leave a sandbox
+/// nobody knows the id of — but remembers it, so the caller destroys the sandbox at once.
+pub async fn boot_shielded<T>(
+    create: impl Future<Output = T>,
+    spinner: &ProgressBar,
+    interrupts: &mut Interrupts,
+) -> Boot<T> {
+    tokio::pin!(create);
+    let mut interrupted = false;
     loop {
-        let read = stdin.read(&mut buffer).await.unwrap_or(0);
-        let request = envd::SendInputRequest {
-            process: selector(),
-            data: buffer[..read].to_vec(),
-            close: read == 0,
-        };
-        if envd.process().send_input(request).await.is_err() || read == 0 {
-            return;
+        tokio::select! {
+            created = &mut create => return Boot::Done(created, interrupted),
+            _ = interrupts.next() => {
+                if interrupted {
+                    return Boot::Abandoned;
+                }
+                interrupted = true;
+                spinner.set_message("interrupted: destroying the sandbox as soon as it exists");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_targets_and_pairs_parse() {
+        assert_eq!(parse_agent("local"), Ok(AgentTarget::Local));
+        assert_eq!(
+            parse_agent("http://127.0.0.1:7250/"),
+            Ok(AgentTarget::Remote("http://127.0.0.1:7250".into()))
+        );
+        assert!(parse_agent("127.0.0.1:7250").is_err());
+        assert_eq!(parse_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_pair("A="), Ok(("A".into(), String::new())));
+        assert!(parse_pair("=x").is_err());
+        assert!(parse_pair("novalue").is_err());
     }
 }

@@ -29,15 +29,22 @@ use crate::state::AppState;
 /// may be forks whose rows are being written).
 const ORPHAN_GRACE: Duration = Duration::from_secs(300);
 
-/// Runs until the process ends: reconciles every host this replica holds the lock for.
+/// Runs until the process ends (or the task is aborted, which aborts every host's loop too):
+/// reconciles every host this replica holds the lock for.
 pub async fn run(state: AppState) {
-    let hosts: Vec<Host> = state.hosts.all().cloned().collect();
-    let tasks: Vec<_> = hosts
-        .into_iter()
-        .map(|host| tokio::spawn(host_loop(state.clone(), host)))
-        .collect();
-    for task in tasks {
-        let _ = task.await;
+    let mut loops = tokio::task::JoinSet::new();
+    for host in state.hosts.all().cloned() {
+        loops.spawn(host_loop(state.clone(), host));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+/// Aborts a spawned task when dropped, so no task outlives the loop that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -73,16 +80,16 @@ async fn lock_host(
 
 /// Reconciles while the lock's connection stays healthy.
 async fn lead(state: &AppState, host: &Host, mut connection: PoolConnection<Postgres>) {
-    let mut watch = tokio::spawn(watch_events(state.clone(), host.clone()));
+    let mut watch = AbortOnDrop(tokio::spawn(watch_events(state.clone(), host.clone())));
     loop {
         if let Err(error) = reconcile_host(state, host).await {
             tracing::warn!(host = %host.name, error = %error, "reconcile host");
         }
         tokio::select! {
             _ = tokio::time::sleep(state.config.reconcile_interval) => {}
-            _ = &mut watch => {
+            _ = &mut watch.0 => {
                 // The event stream ended (host restarted or unreachable): start it again.
-                watch = tokio::spawn(watch_events(state.clone(), host.clone()));
+                watch = AbortOnDrop(tokio::spawn(watch_events(state.clone(), host.clone())));
             }
         }
         if sqlx::query("SELECT 1")
@@ -91,7 +98,6 @@ async fn lead(state: &AppState, host: &Host, mut connection: PoolConnection<Post
             .is_err()
         {
             tracing::warn!(host = %host.name, "lost the reconcile lock's connection");
-            watch.abort();
             return;
         }
     }

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod hosts;
 pub mod metrics;
+pub mod oauth;
 pub mod sandboxes;
 pub mod settings;
 pub mod teams;

@@ -185,3 +185,18 @@ pub async fn owners_lock(
     .fetch_all(db)
     .await
 }
+
+/// Deletes the API keys `user_id` created for `team_id`: someone who leaves a team (or is
+/// removed from it) must not keep acting for it through a key. Returns how many went.
+pub async fn member_api_keys_delete(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    user_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM api_keys WHERE team_id = $1 AND created_by = $2")
+        .bind(team_id)
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

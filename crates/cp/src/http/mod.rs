@@ -6,8 +6,14 @@ mod audit;
 mod auth;
 mod docs;
 pub mod extract;
+mod files;
 mod health;
+mod metrics;
+mod oauth;
+mod processes;
 mod sandboxes;
+mod streams;
+mod teams;
 mod templates;
 
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +35,8 @@ use crate::state::AppState;
         license(name = "Apache-2.0")
     ),
     modifiers(&SecuritySchemes),
+    // Frames clients send on the process WebSockets: no request body refers to them.
+    components(schemas(wrenn_api::StreamInput)),
     tags(
         (name = "auth", description = "Sign-up, login and sessions"),
         (name = "me", description = "The caller's own account"),
@@ -71,8 +79,14 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(api_keys::routes())
         .merge(sandboxes::routes())
+        .merge(streams::routes())
+        .merge(processes::routes())
+        .merge(files::routes())
+        .merge(metrics::routes())
         .merge(templates::routes())
         .merge(audit::routes())
+        .merge(teams::routes())
+        .merge(oauth::routes())
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and checked in as `openapi.json`.

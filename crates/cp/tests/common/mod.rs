@@ -42,12 +42,30 @@ impl TestDb {
             .unwrap_or_else(|e| {
                 panic!("connect to test PostgreSQL at {admin}: {e} (run scripts/ensure-postgres)")
             });
+        drop_orphans(&mut conn).await;
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await
             .expect("create test database");
         let url = with_database(&admin, &name);
         Self { name, url }
+    }
+}
+
+/// Drops test databases whose test process is gone (killed runs never reach Drop).
+async fn drop_orphans(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'wrenn\\_test\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
     }
 }
 
