@@ -17,6 +17,15 @@ pub struct UpArgs {
     /// Where images, sandboxes, logs and the admin's credentials live.
     #[arg(long, env = "WRENN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Kernels and templates (default <data-dir>/images).
+    #[arg(long, env = "WRENN_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// The host agent's instance name (prefix of its netns, veths and firewall table).
+    #[arg(long, env = "WRENN_INSTANCE")]
+    pub instance: Option<String>,
+    /// The host side of the agent's slot networks, e.g. 10.200.0.0/16.
+    #[arg(long, env = "WRENN_SLOT_NETWORK")]
+    pub slot_network: Option<String>,
     /// Address of the REST API and dashboard.
     #[arg(long, env = "WRENN_CP_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -44,6 +53,9 @@ pub struct UpArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
+    images_dir: Option<PathBuf>,
+    instance: Option<String>,
+    slot_network: Option<String>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     agent_listen: Option<SocketAddr>,
@@ -57,6 +69,10 @@ struct FileSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    pub images_dir: PathBuf,
+    /// Passed to the agent when set (its default otherwise).
+    pub instance: Option<String>,
+    pub slot_network: Option<String>,
     pub listen: SocketAddr,
     pub public_url: String,
     pub agent_listen: SocketAddr,
@@ -75,12 +91,20 @@ impl Settings {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:7200".parse().unwrap());
+        let data_dir: PathBuf = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "/var/lib/wrenn".into());
         Ok(Self {
-            data_dir: args
-                .data_dir
+            images_dir: args
+                .images_dir
                 .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| "/var/lib/wrenn".into()),
+                .or(file.images_dir)
+                .unwrap_or_else(|| data_dir.join("images")),
+            instance: args.instance.clone().or(file.instance),
+            slot_network: args.slot_network.clone().or(file.slot_network),
+            data_dir,
             listen,
             public_url: args
                 .public_url
@@ -117,10 +141,6 @@ impl Settings {
                 self.database_name
             ),
         }
-    }
-
-    pub fn images_dir(&self) -> PathBuf {
-        self.data_dir.join("images")
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -161,6 +181,9 @@ mod tests {
         UpArgs {
             config: None,
             data_dir: None,
+            images_dir: None,
+            instance: None,
+            slot_network: None,
             listen: None,
             public_url: None,
             agent_listen: None,

@@ -118,7 +118,15 @@ pub async fn start_agent(settings: &Settings, binaries: &Binaries) -> anyhow::Re
         .arg("--listen")
         .arg(settings.agent_listen.to_string())
         .arg("--data-dir")
-        .arg(&settings.data_dir);
+        .arg(&settings.data_dir)
+        .arg("--images-dir")
+        .arg(&settings.images_dir);
+    if let Some(instance) = &settings.instance {
+        command.arg("--instance").arg(instance);
+    }
+    if let Some(network) = &settings.slot_network {
+        command.arg("--slot-network").arg(network);
+    }
     let mut service = Service::spawn("agent", command, settings)?;
     let started = Instant::now();
     loop {

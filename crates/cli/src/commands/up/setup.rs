@@ -98,7 +98,7 @@ pub async fn build_images(settings: &Settings, binaries: &Binaries) -> anyhow::R
     let mut command = Command::new(&binaries.wrenn);
     command
         .args(["image", "build", "--images-dir"])
-        .arg(settings.images_dir());
+        .arg(&settings.images_dir);
     if let Some(envd) = &binaries.envd {
         command.arg("--envd").arg(envd);
     }
