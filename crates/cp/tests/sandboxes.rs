@@ -468,3 +468,29 @@ async fn snapshot_templates_forks_and_reconcile() {
     assert_eq!(templates["templates"].as_array().unwrap().len(), 1);
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_sandboxes_auto_pause_and_the_control_plane_records_it() {
+    let cp = TestCp::start_with_agent().await;
+    let ann = cp.signup("ann@example.com").await;
+    let key = Auth::Key(cp.api_key(&ann).await);
+    let sandbox = create(&cp, &key, json!({"timeout_sec": 3})).await;
+    let id = sandbox["id"].as_str().unwrap().to_owned();
+    sh(&cp, &key, &id, "echo before > /root/state").await;
+    let paused = cp
+        .wait_for(&format!("/v1/sandboxes/{id}"), &key, Duration::from_secs(60), |s| {
+            s["state"] == "paused"
+        })
+        .await;
+    assert_eq!(paused["auto_paused"], true, "{paused}");
+    let (_, log) = cp
+        .get(&format!("/v1/audit-logs?resource_id={id}&actor_type=system"), &key)
+        .await;
+    assert_eq!(log["audit_logs"][0]["action"], "auto_pause", "{log}");
+    let (status, resumed) = cp.post(&format!("/v1/sandboxes/{id}/connect"), &key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["state"], "running");
+    assert_eq!(sh(&cp, &key, &id, "cat /root/state").await, "before\n");
+    cp.delete(&format!("/v1/sandboxes/{id}"), &key).await;
+    cp.shutdown().await;
+}

@@ -169,14 +169,16 @@ async fn observe(state: &AppState, row: &SandboxRow, agent: &pb::Sandbox) -> Api
     let Some(updated) = apply_agent_view(state, agent).await? else {
         return Ok(());
     };
-    if updated.state == row.state {
+    // The host may report the pause and the reason for it in two separate updates.
+    let newly_auto_paused = updated.state == "paused" && updated.auto_paused && !row.auto_paused;
+    if updated.state == row.state && !newly_auto_paused {
         return Ok(());
     }
     tracing::info!(sandbox = %row.id, from = %row.state, to = %updated.state, "sandbox state changed on its host");
     // Changes the control plane asked for are audited where it asked; the host's own
     // decisions (idle pause, a VM that died or was destroyed after a failed pause) are audited here.
     let action = match updated.state.as_str() {
-        "paused" if updated.auto_paused => Some("auto_pause"),
+        _ if newly_auto_paused => Some("auto_pause"),
         "error" => Some("fail"),
         "stopped" if !agent.error.is_empty() => Some("stop"),
         _ => None,
