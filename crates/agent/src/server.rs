@@ -81,3 +81,50 @@ impl Agent {
         }
     }
 }
+
+/// An agent served on a loopback port of this process: `wrenn run --agent local`, the tests
+/// and the benchmarks use it. Stopping it shuts the agent down as SIGTERM would.
+#[derive(Debug)]
+pub struct LocalAgent {
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl LocalAgent {
+    /// Serves `agent` on 127.0.0.1 and a free port.
+    pub async fn serve(agent: Agent) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(agent.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts the agent down and waits (at most `limit`) for it to finish.
+    pub async fn stop(mut self, limit: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(limit, server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => {
+                    tracing::warn!(error = %error, "local agent stopped with an error")
+                }
+                Ok(Err(error)) => tracing::warn!(error = %error, "local agent task"),
+                Err(_) => tracing::warn!(?limit, "local agent did not stop in time"),
+            }
+        }
+    }
+}

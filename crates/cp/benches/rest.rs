@@ -111,16 +111,8 @@ async fn run() -> anyhow::Result<()> {
     lease.apply(&mut agent_config);
     agent_config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
     let agent = wrenn_agent::server::Agent::start(agent_config).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let agent_addr = listener.local_addr()?;
-    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent_task = tokio::spawn(async move {
-        let _ = agent
-            .serve(listener, async {
-                let _ = agent_stopped.await;
-            })
-            .await;
-    });
+    let local = wrenn_agent::server::LocalAgent::serve(agent).await?;
+    let agent_addr = local.addr;
 
     let mut config = CpConfig::new(
         "127.0.0.1:0".parse()?,
@@ -315,8 +307,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     cp.shutdown().await;
-    let _ = stop_agent.send(());
-    let _ = agent_task.await;
+    local.stop(Duration::from_secs(60)).await;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
     ))

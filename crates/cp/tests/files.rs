@@ -441,24 +441,7 @@ async fn files_round_trip_limits_paths_and_isolation() {
     );
 
     // Writes are audited, reads are not.
-    let (status, log) = cp
-        .get(
-            &format!("/v1/audit-logs?resource_id={id}&limit=200"),
-            &ann.auth(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{log}");
-    let actions: Vec<(String, String)> = log["audit_logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap().to_owned(),
-                e["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let actions = common::audit_actions(&cp, &ann.auth(), &id).await;
     for expected in [
         "file_write",
         "file_upload",

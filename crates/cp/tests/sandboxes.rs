@@ -115,6 +115,18 @@ async fn lifecycle_exec_pause_resume_and_audit() {
         .post(
             &format!("/v1/sandboxes/{id}/exec"),
             &key,
+            json!({"cmd": "cat", "stdin": true}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "one-shot exec takes no stdin: {body}"
+    );
+    let (status, body) = cp
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            &key,
             json!({"cmd": "sleep", "args": ["300"], "background": true, "tag": "bg"}),
         )
         .await;
@@ -238,24 +250,7 @@ async fn lifecycle_exec_pause_resume_and_audit() {
     );
 
     // The audit log saw it all, attributed to the key.
-    let (status, log) = cp
-        .get(
-            &format!("/v1/audit-logs?resource_id={id}&limit=200"),
-            &ann.auth(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{log}");
-    let actions: Vec<(String, String)> = log["audit_logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap().to_owned(),
-                e["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let actions = common::audit_actions(&cp, &ann.auth(), &id).await;
     for expected in ["create", "exec", "pause", "connect", "destroy"] {
         assert!(
             actions.iter().any(|(a, s)| a == expected && s == "success"),
@@ -266,6 +261,12 @@ async fn lifecycle_exec_pause_resume_and_audit() {
         actions.iter().any(|(a, s)| a == "pause" && s == "failure"),
         "failures are logged too: {actions:?}"
     );
+    let (_, log) = cp
+        .get(
+            &format!("/v1/audit-logs?resource_id={id}&limit=200"),
+            &ann.auth(),
+        )
+        .await;
     let others: Vec<&Value> = log["audit_logs"]
         .as_array()
         .unwrap()
@@ -478,16 +479,24 @@ async fn idle_sandboxes_auto_pause_and_the_control_plane_records_it() {
     let id = sandbox["id"].as_str().unwrap().to_owned();
     sh(&cp, &key, &id, "echo before > /root/state").await;
     let paused = cp
-        .wait_for(&format!("/v1/sandboxes/{id}"), &key, Duration::from_secs(60), |s| {
-            s["state"] == "paused"
-        })
+        .wait_for(
+            &format!("/v1/sandboxes/{id}"),
+            &key,
+            Duration::from_secs(60),
+            |s| s["state"] == "paused",
+        )
         .await;
     assert_eq!(paused["auto_paused"], true, "{paused}");
     let (_, log) = cp
-        .get(&format!("/v1/audit-logs?resource_id={id}&actor_type=system"), &key)
+        .get(
+            &format!("/v1/audit-logs?resource_id={id}&actor_type=system"),
+            &key,
+        )
         .await;
     assert_eq!(log["audit_logs"][0]["action"], "auto_pause", "{log}");
-    let (status, resumed) = cp.post(&format!("/v1/sandboxes/{id}/connect"), &key, json!({})).await;
+    let (status, resumed) = cp
+        .post(&format!("/v1/sandboxes/{id}/connect"), &key, json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{resumed}");
     assert_eq!(resumed["state"], "running");
     assert_eq!(sh(&cp, &key, &id, "cat /root/state").await, "before\n");

@@ -12,8 +12,6 @@ use std::process::Output;
 use std::time::Duration;
 
 use sqlx::Connection;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use wrenn_cp::config::{AgentEndpoint, CpConfig};
 use wrenn_cp::server::ControlPlane;
 
@@ -85,10 +83,9 @@ impl Drop for Database {
 /// A real host agent serving gRPC on a port of its own.
 pub struct Agent {
     pub url: String,
+    local: wrenn_agent::server::LocalAgent,
     _lease: wrenn_agent::lease::InstanceLease,
     _state: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
 }
 
 impl Agent {
@@ -113,34 +110,19 @@ impl Agent {
         let agent = wrenn_agent::server::Agent::start(config)
             .await
             .expect("start the host agent");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let until = async {
-                let _ = stopped.await;
-            };
-            agent
-                .serve(listener, until)
-                .await
-                .expect("serve the host agent");
-        });
+        let local = wrenn_agent::server::LocalAgent::serve(agent)
+            .await
+            .expect("serve the host agent");
         Self {
-            url,
+            url: local.url(),
+            local,
             _lease: lease,
             _state: state,
-            stop: Some(stop),
-            server: Some(server),
         }
     }
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
-        }
+    pub async fn stop(self) {
+        self.local.stop(Duration::from_secs(60)).await;
     }
 }
 

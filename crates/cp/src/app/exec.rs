@@ -116,6 +116,11 @@ async fn exec(
     id: &str,
     request: ExecRequest,
 ) -> ApiResult<ExecOutcome> {
+    if request.stdin {
+        return Err(ApiError::invalid(
+            "stdin: a one-shot exec has no input; use the exec stream WebSocket (GET .../exec/stream)",
+        ));
+    }
     let (_, host) = sandbox_running(state, caller, id, "exec in").await?;
     let mut client = host.client.clone();
     if request.background {

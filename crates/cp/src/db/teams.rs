@@ -117,31 +117,28 @@ pub async fn member_add(
     Ok(())
 }
 
+/// A team's members with their accounts; callers add conditions after `m.team_id = $1`.
+const MEMBER_SELECT: &str = "SELECT u.id AS user_id, u.email, u.name, m.role, \
+     m.created_at AS joined_at FROM team_members m JOIN users u ON u.id = m.user_id \
+     WHERE m.team_id = $1";
+
 pub async fn member_get(
     db: impl PgExecutor<'_>,
     team_id: &str,
     user_id: &str,
 ) -> Result<Option<MemberRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at \
-         FROM team_members m JOIN users u ON u.id = m.user_id \
-         WHERE m.team_id = $1 AND m.user_id = $2",
-    )
-    .bind(team_id)
-    .bind(user_id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(&format!("{MEMBER_SELECT} AND m.user_id = $2"))
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn member_list(pool: &PgPool, team_id: &str) -> Result<Vec<MemberRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at \
-         FROM team_members m JOIN users u ON u.id = m.user_id \
-         WHERE m.team_id = $1 ORDER BY m.created_at, u.id",
-    )
-    .bind(team_id)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(&format!("{MEMBER_SELECT} ORDER BY m.created_at, u.id"))
+        .bind(team_id)
+        .fetch_all(pool)
+        .await
 }
 
 pub async fn member_update(

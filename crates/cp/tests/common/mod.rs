@@ -13,8 +13,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use wrenn_cp::config::{AgentEndpoint, CpConfig};
 use wrenn_cp::server::ControlPlane;
 
@@ -284,6 +282,28 @@ impl TestCp {
     }
 }
 
+/// `(action, status)` of the team's audit entries about `resource_id`, newest first.
+pub async fn audit_actions(cp: &TestCp, auth: &Auth, resource_id: &str) -> Vec<(String, String)> {
+    let (status, log) = cp
+        .get(
+            &format!("/v1/audit-logs?resource_id={resource_id}&limit=200"),
+            auth,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    log["audit_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 pub async fn read_json(response: reqwest::Response, what: &str) -> (StatusCode, Value) {
     let status = response.status();
     let content_type = response
@@ -381,10 +401,9 @@ fn private_images_dir(state: &std::path::Path) -> PathBuf {
 /// A real host agent in-process, on a lease of its own (instance name, slot network).
 pub struct TestAgent {
     pub addr: std::net::SocketAddr,
+    local: wrenn_agent::server::LocalAgent,
     _lease: wrenn_agent::lease::InstanceLease,
     _state: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
 }
 
 impl TestAgent {
@@ -407,32 +426,18 @@ impl TestAgent {
         let agent = wrenn_agent::server::Agent::start(config)
             .await
             .expect("start agent");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            agent
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let local = wrenn_agent::server::LocalAgent::serve(agent)
+            .await
+            .expect("serve agent");
         Self {
-            addr,
+            addr: local.addr,
+            local,
             _lease: lease,
             _state: state,
-            stop: Some(stop),
-            server: Some(server),
         }
     }
 
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
-        }
+    pub async fn stop(self) {
+        self.local.stop(Duration::from_secs(60)).await;
     }
 }

@@ -37,6 +37,14 @@ impl Service {
             .append(true)
             .open(&log)
             .with_context(|| format!("open {}", log.display()))?;
+        // SAFETY: the closure runs in the child between fork and exec and only makes one
+        // async-signal-safe system call (prctl).
+        unsafe {
+            command.pre_exec(|| {
+                // If `wrenn up` dies without stopping us (SIGKILL, a crash), stop too.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -191,12 +199,38 @@ pub async fn start_control_plane(
     }
 }
 
+/// Ctrl-C and SIGTERM, caught from the moment `wrenn up` starts (a signal that arrived before
+/// the handlers were installed would kill it and orphan its children).
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("handle SIGTERM")?,
+        })
+    }
+
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 /// Waits for Ctrl-C or SIGTERM (Ok 0) or for a service to die (Err, with its log's tail).
-pub async fn wait_until_stopped(agent: &mut Service, cp: &mut Service) -> anyhow::Result<i32> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+pub async fn wait_until_stopped(
+    signals: &mut StopSignals,
+    agent: &mut Service,
+    cp: &mut Service,
+) -> anyhow::Result<i32> {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(0),
-        _ = term.recv() => Ok(0),
+        () = signals.recv() => Ok(0),
         status = agent.child.wait() => {
             bail!("the host agent exited ({}); last lines of {}:\n{}", describe(status), agent.log.display(), agent.log_tail())
         }
