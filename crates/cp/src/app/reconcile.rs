@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
+use sqlx::PgConnection;
 use tokio_stream::StreamExt;
 use wrenn_agent_api::v1 as pb;
 use wrenn_api::SandboxState;
@@ -65,21 +64,20 @@ async fn host_loop(state: AppState, host: Host) {
 }
 
 /// The host's advisory lock on a connection of our own, or None if another replica holds it.
-async fn lock_host(
-    state: &AppState,
-    host: &Host,
-) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+/// A locked connection is detached from the pool: when the loop ends it closes, releasing the
+/// lock, instead of going back to the pool still holding it.
+async fn lock_host(state: &AppState, host: &Host) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut connection = state.pool.acquire().await?;
     let locked: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('wrenn.reconcile.' || $1))")
             .bind(&host.id)
             .fetch_one(&mut *connection)
             .await?;
-    Ok(locked.then_some(connection))
+    Ok(locked.then(|| connection.detach()))
 }
 
 /// Reconciles while the lock's connection stays healthy.
-async fn lead(state: &AppState, host: &Host, mut connection: PoolConnection<Postgres>) {
+async fn lead(state: &AppState, host: &Host, mut connection: PgConnection) {
     let mut watch = AbortOnDrop(tokio::spawn(watch_events(state.clone(), host.clone())));
     loop {
         if let Err(error) = reconcile_host(state, host).await {
@@ -93,7 +91,7 @@ async fn lead(state: &AppState, host: &Host, mut connection: PoolConnection<Post
             }
         }
         if sqlx::query("SELECT 1")
-            .execute(&mut *connection)
+            .execute(&mut connection)
             .await
             .is_err()
         {

@@ -113,7 +113,9 @@ impl<'a> SandboxUpdate<'a> {
     }
 }
 
-/// Updates a sandbox unless it is already `stopped` (a final state nothing may leave).
+/// Updates a sandbox unless it is already `stopped` (a final state nothing may leave) or
+/// nothing would change (the reconciler reports every sandbox every few seconds: no writes
+/// for news that isn't). `None` in both cases.
 pub async fn sandbox_update(
     db: impl PgExecutor<'_>,
     id: &str,
@@ -125,7 +127,13 @@ pub async fn sandbox_update(
          boot_ms = coalesce($7, boot_ms), timeout_sec = coalesce($8, timeout_sec), \
          auto_paused = coalesce($9, auto_paused), updated_at = now(), \
          stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END \
-         WHERE id = $1 AND state <> 'stopped' RETURNING {COLUMNS}"
+         WHERE id = $1 AND state <> 'stopped' \
+         AND (state <> $2 OR error IS DISTINCT FROM $3 OR vcpus <> coalesce($4, vcpus) \
+              OR memory_mb <> coalesce($5, memory_mb) OR disk_mb <> coalesce($6, disk_mb) \
+              OR boot_ms IS DISTINCT FROM coalesce($7, boot_ms) \
+              OR timeout_sec <> coalesce($8, timeout_sec) \
+              OR auto_paused <> coalesce($9, auto_paused)) \
+         RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(update.state)
