@@ -32,6 +32,7 @@ async fn api_key_create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// The team's API keys (never the keys themselves: prefix, creator, last use).
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = ApiKeyList), (status = 401, body = ErrorBody)))]

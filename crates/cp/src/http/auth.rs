@@ -43,6 +43,7 @@ async fn signup(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
+/// Exchanges email and password for a session in the person's default team.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn login(
@@ -68,12 +69,14 @@ async fn switch_team(
     ))
 }
 
+/// The signed-in person's account.
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
 async fn me_get(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
     Ok(Json(user::me_get(&state.pool, &caller).await?))
 }
 
+/// Changes the signed-in person's name or email.
 #[utoipa::path(patch, path = "/v1/me", tag = "me", request_body = UpdateMeRequest,
     security(("bearer" = [])),
     responses((status = 200, body = User), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -85,6 +88,7 @@ async fn me_update(
     Ok(Json(user::me_update(&state.pool, &caller, request).await?))
 }
 
+/// Changes the password; the current one is required (OAuth-only accounts set a first one).
 #[utoipa::path(post, path = "/v1/me/password", tag = "me", request_body = ChangePasswordRequest,
     security(("bearer" = [])),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]

@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health))
 }
 
+/// The process is up and its database answers.
 #[utoipa::path(get, path = "/health", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = wrenn_api::ErrorBody)))]
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {

@@ -79,6 +79,7 @@ async fn sandbox_list(
     Ok(Json(list))
 }
 
+/// One of the team's sandboxes, stopped ones included.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id (`sb-…`)")),
     security(("api_key" = []), ("bearer" = [])),

@@ -92,6 +92,7 @@ async fn team_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The team's members and their roles (any member may look).
 #[utoipa::path(get, path = "/v1/teams/{id}/members", tag = "teams",
     params(("id" = String, Path, description = "Team id (`team-…`)")),
     security(("bearer" = [])),

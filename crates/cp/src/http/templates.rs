@@ -30,6 +30,7 @@ async fn template_list(
     Ok(Json(template::template_list(&state, &caller).await?))
 }
 
+/// A template the team can use: its own, else the platform's of that name.
 #[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates",
     params(("name" = String, Path)), security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = Template), (status = 404, body = ErrorBody)))]
