@@ -40,7 +40,9 @@ function sketch(schema, depth = 0) {
 
 function operationView(path, method, op) {
   const body = el("div", { class: "body" });
-  if (op.description) body.append(el("p", {}, op.description));
+  for (const paragraph of [op.summary, op.description]) {
+    if (paragraph) body.append(el("p", {}, paragraph));
+  }
   const params = op.parameters || [];
   const inputs = {};
   if (params.length) {
@@ -94,7 +96,10 @@ function operationView(path, method, op) {
     }
   });
   body.append(el("h4", {}, "Try it"), button, output);
-  const summary = el("summary", {}, el("span", { class: "method " + method }, method), path, "  ", el("span", {}, op.summary || ""));
+  // One sentence beside the path; the whole text inside.
+  const text = op.summary || "";
+  const firstSentence = text.split(/(?<=\.)\s/)[0];
+  const summary = el("summary", {}, el("span", { class: "method " + method }, method), el("span", { class: "path" }, path), el("span", { class: "summary" }, firstSentence));
   const details = el("details", { class: "op", id: (op.operationId || method + path) }, summary, body);
   return details;
 }
