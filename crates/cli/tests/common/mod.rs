@@ -11,16 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use sqlx::Connection;
 use wrenn_cp::config::{AgentEndpoint, CpConfig};
 use wrenn_cp::server::ControlPlane;
 
 pub const PASSWORD: &str = "correct horse battery";
-
-fn database_server() -> String {
-    std::env::var("WRENN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres:///postgres?host=/var/run/postgresql".into())
-}
 
 pub fn images_dir() -> PathBuf {
     std::env::var_os("WRENN_IMAGES_DIR")
@@ -28,57 +22,10 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/wrenn/images"))
 }
 
+#[path = "../../../cp/tests/common/db.rs"]
+mod db;
 /// A database created for one test and dropped with it.
-pub struct Database {
-    name: String,
-    pub url: String,
-}
-
-impl Database {
-    pub async fn create() -> Self {
-        let server = database_server();
-        let name = format!(
-            "wrenn_cli_test_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let mut connection = sqlx::PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {server}: {e} (start it with scripts/ensure-postgres)")
-            });
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut connection)
-            .await
-            .expect("create the test database");
-        let mut url = url::Url::parse(&server).expect("WRENN_TEST_DATABASE_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own on a thread of its own: Drop may run inside another runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut connection) = sqlx::PgConnection::connect(&database_server()).await {
-                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(&drop).execute(&mut connection).await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub use db::TestDb as Database;
 
 /// A real host agent serving gRPC on a port of its own.
 pub struct Agent {

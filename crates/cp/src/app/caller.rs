@@ -30,6 +30,13 @@ impl Caller {
         }
     }
 
+    pub fn api_key_id(&self) -> Option<&str> {
+        match &self.actor {
+            Actor::ApiKey { key_id, .. } => Some(key_id),
+            Actor::User { .. } => None,
+        }
+    }
+
     /// The person behind the request: the user, or the user who created the key.
     pub fn person_id(&self) -> &str {
         match &self.actor {

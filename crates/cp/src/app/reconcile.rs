@@ -68,11 +68,7 @@ async fn host_loop(state: AppState, host: Host) {
 /// lock, instead of going back to the pool still holding it.
 async fn lock_host(state: &AppState, host: &Host) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut connection = state.pool.acquire().await?;
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('wrenn.reconcile.' || $1))")
-            .bind(&host.id)
-            .fetch_one(&mut *connection)
-            .await?;
+    let locked = db::hosts::host_reconcile_try_lock(&mut connection, &host.id).await?;
     Ok(locked.then(|| connection.detach()))
 }
 
@@ -90,11 +86,7 @@ async fn lead(state: &AppState, host: &Host, mut connection: PgConnection) {
                 watch = AbortOnDrop(tokio::spawn(watch_events(state.clone(), host.clone())));
             }
         }
-        if sqlx::query("SELECT 1")
-            .execute(&mut connection)
-            .await
-            .is_err()
-        {
+        if db::ping(&mut connection).await.is_err() {
             tracing::warn!(host = %host.name, "lost the reconcile lock's connection");
             return;
         }
@@ -147,12 +139,10 @@ pub async fn reconcile_host(state: &AppState, host: &Host) -> ApiResult<()> {
         if age.to_std().unwrap_or_default() < ORPHAN_GRACE {
             continue;
         }
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sandboxes WHERE id = $1)")
-                .bind(&id)
-                .fetch_one(&state.pool)
-                .await?;
-        if !known {
+        if db::sandboxes::sandbox_get_any(&state.pool, &id)
+            .await?
+            .is_none()
+        {
             tracing::warn!(host = %host.name, sandbox = %id, "destroying a sandbox no team owns");
             let _ = client
                 .destroy_sandbox(pb::DestroySandboxRequest { sandbox_id: id })
@@ -246,15 +236,9 @@ async fn handle_event(state: &AppState, event: pb::SandboxEvent) -> ApiResult<()
     let Some(agent) = event.sandbox else {
         return Ok(());
     };
-    let row: Option<SandboxRow> = sqlx::query_as(
-        "SELECT id, team_id, host_id, template_id, template, state, vcpus, memory_mb, disk_mb, \
-         timeout_sec, internet, metadata, error, boot_ms, auto_paused, created_at, updated_at \
-         FROM sandboxes WHERE id = $1",
-    )
-    .bind(&agent.sandbox_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let Some(row) = row else { return Ok(()) };
+    let Some(row) = db::sandboxes::sandbox_get_any(&state.pool, &agent.sandbox_id).await? else {
+        return Ok(());
+    };
     let samples: Vec<MetricRow> = event
         .flushed_metrics
         .iter()

@@ -102,7 +102,7 @@ pub async fn apply_agent_view(
 }
 
 /// Runs a host call to completion in its own task, even if the request is abandoned.
-async fn detached<T: Send + 'static>(
+pub async fn detached<T: Send + 'static>(
     state: &AppState,
     call: impl Future<Output = Result<T, tonic::Status>> + Send + 'static,
 ) -> ApiResult<T> {
@@ -245,10 +245,6 @@ async fn create(
         },
     )?;
     let id = ids::generate(IdKind::Sandbox);
-    let (caller_user, caller_key) = match &caller.actor {
-        crate::app::caller::Actor::User { user_id } => (Some(user_id.as_str()), None),
-        crate::app::caller::Actor::ApiKey { key_id, .. } => (None, Some(key_id.as_str())),
-    };
     db::sandboxes::sandbox_create(
         &state.pool,
         &NewSandbox {
@@ -271,8 +267,8 @@ async fn create(
             timeout_sec: timeout_sec as i32,
             internet,
             metadata,
-            created_by_user: caller_user,
-            created_by_api_key: caller_key,
+            created_by_user: caller.user_id(),
+            created_by_api_key: caller.api_key_id(),
         },
     )
     .await?;
@@ -681,10 +677,7 @@ async fn fork(
                     .clone()
                     .unwrap_or_else(|| row.metadata.clone()),
                 created_by_user: caller.user_id(),
-                created_by_api_key: match &caller.actor {
-                    crate::app::caller::Actor::ApiKey { key_id, .. } => Some(key_id),
-                    crate::app::caller::Actor::User { .. } => None,
-                },
+                created_by_api_key: caller.api_key_id(),
             },
         )
         .await?;

@@ -7,7 +7,7 @@ use wrenn_api::{SandboxState, Template, TemplateList};
 
 use crate::app::audit::{self, Target};
 use crate::app::caller::Caller;
-use crate::app::sandbox::{sandbox_with_host, state_require};
+use crate::app::sandbox::{detached, sandbox_with_host, state_require};
 use crate::db;
 use crate::db::templates::{NewTemplate, TemplateRow};
 use crate::error::{ApiError, ApiResult};
@@ -79,11 +79,7 @@ pub async fn template_delete(state: &AppState, caller: &Caller, name: &str) -> A
             caller.require_platform_admin()?;
         }
         let mut tx = state.pool.begin().await?;
-        // Lock the template row so a concurrent create cannot start a user mid-delete.
-        sqlx::query("SELECT 1 FROM templates WHERE id = $1 FOR UPDATE")
-            .bind(&row.id)
-            .execute(&mut *tx)
-            .await?;
+        db::templates::template_lock(&mut *tx, &row.id).await?;
         let users = db::templates::template_users(&mut *tx, &row.id).await?;
         if users > 0 {
             return Err(ApiError::Conflict(format!(
@@ -189,19 +185,13 @@ async fn snapshot(
         sandbox_id: sandbox_id.to_owned(),
         template_name: agent_name,
     };
-    let timeout = state.config.agent_timeout;
-    let result = tokio::spawn(async move {
-        tokio::time::timeout(timeout, client.snapshot_sandbox(request)).await
+    let result = detached(state, async move {
+        client
+            .snapshot_sandbox(request)
+            .await
+            .map(|r| r.into_inner())
     })
     .await;
-    let result: ApiResult<pb::Template> = match result {
-        Ok(Ok(Ok(response))) => Ok(response.into_inner()),
-        Ok(Ok(Err(status))) => Err(status.into()),
-        Ok(Err(_)) => Err(ApiError::Unavailable(
-            "the host did not answer in time".into(),
-        )),
-        Err(error) => Err(ApiError::Internal(format!("snapshot task: {error}"))),
-    };
     let agent = match result {
         Ok(agent) => agent,
         Err(error) => {
@@ -209,16 +199,13 @@ async fn snapshot(
             return Err(error);
         }
     };
-    let updated: TemplateRow = sqlx::query_as(
-        "UPDATE templates SET vcpus = $2, memory_mb = $3, disk_mb = $4 WHERE id = $1 \
-         RETURNING id, team_id, name, agent_name, host_id, snapshot, vcpus, memory_mb, disk_mb, \
-         source_sandbox_id, created_at",
+    let updated = db::templates::template_set_sizes(
+        &state.pool,
+        &id,
+        agent.vcpus as i32,
+        agent.memory_mb as i32,
+        agent.disk_mb as i32,
     )
-    .bind(&id)
-    .bind(agent.vcpus as i32)
-    .bind(agent.memory_mb as i32)
-    .bind(agent.disk_mb as i32)
-    .fetch_optional(&state.pool)
     .await?
     .unwrap_or(reserved);
     Ok(template_view(&updated))

@@ -97,12 +97,8 @@ pub async fn user_create_with_team(
     open_signup: bool,
 ) -> ApiResult<(UserRow, String)> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('wrenn.signup'))")
-        .execute(&mut *tx)
-        .await?;
-    let first: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM users)")
-        .fetch_one(&mut *tx)
-        .await?;
+    db::users::signup_lock(&mut *tx).await?;
+    let first = !db::users::users_exist(&mut *tx).await?;
     if !first && !open_signup {
         return Err(ApiError::Forbidden(
             "sign-up is closed on this installation; ask an administrator".into(),
@@ -146,14 +142,7 @@ pub async fn user_create_with_team(
 
 pub async fn login(pool: &PgPool, keys: &SessionKeys, request: LoginRequest) -> ApiResult<Session> {
     let email = request.email.trim().to_owned();
-    let failures: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_logs WHERE resource_type = 'session' AND action = 'login' \
-         AND status = 'failure' AND metadata->>'email' = lower($1) \
-         AND created_at > now() - interval '5 minutes'",
-    )
-    .bind(&email)
-    .fetch_one(pool)
-    .await?;
+    let failures = db::audit::login_failures_recent(pool, &email).await?;
     if failures >= LOGIN_FAILURES_ALLOWED {
         return Err(ApiError::TooManyRequests(
             "too many failed logins for this email; wait a few minutes".into(),

@@ -97,3 +97,16 @@ pub async fn audit_list(
     query.push_bind(limit);
     query.build_query_as().fetch_all(pool).await
 }
+
+/// Failed logins for `email` in the last five minutes (login throttling reads the audit log,
+/// so every replica counts the same).
+pub async fn login_failures_recent(pool: &PgPool, email: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_logs WHERE resource_type = 'session' AND action = 'login' \
+         AND status = 'failure' AND metadata->>'email' = lower($1) \
+         AND created_at > now() - interval '5 minutes'",
+    )
+    .bind(email)
+    .fetch_one(pool)
+    .await
+}

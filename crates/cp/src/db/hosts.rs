@@ -74,3 +74,15 @@ pub async fn host_mark_unreachable(pool: &PgPool, id: &str) -> Result<(), sqlx::
         .await?;
     Ok(())
 }
+
+/// Tries to take the session-level lock that makes this connection's replica the one
+/// reconciling the host. Held until the connection closes.
+pub async fn host_reconcile_try_lock(
+    connection: &mut sqlx::PgConnection,
+    host_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('wrenn.reconcile.' || $1))")
+        .bind(host_id)
+        .fetch_one(connection)
+        .await
+}

@@ -86,6 +86,17 @@ pub async fn sandbox_get(
     .await
 }
 
+/// Any sandbox by id, whatever its team (for what hosts report).
+pub async fn sandbox_get_any(
+    db: impl PgExecutor<'_>,
+    id: &str,
+) -> Result<Option<SandboxRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
 /// What the agent reported, applied to the row.
 pub struct SandboxUpdate<'a> {
     pub state: &'a str,

@@ -106,6 +106,36 @@ pub async fn template_list_visible(
     .await
 }
 
+/// Locks the template's row for the rest of the transaction (a create cannot start a user
+/// while a delete checks for them).
+pub async fn template_lock(db: impl PgExecutor<'_>, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM templates WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Records the sizes the host gave a snapshot template.
+pub async fn template_set_sizes(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    vcpus: i32,
+    memory_mb: i32,
+    disk_mb: i32,
+) -> Result<Option<TemplateRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE templates SET vcpus = $2, memory_mb = $3, disk_mb = $4 WHERE id = $1 \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(vcpus)
+    .bind(memory_mb)
+    .bind(disk_mb)
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn template_delete(db: impl PgExecutor<'_>, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE templates SET deleted_at = now() WHERE id = $1")
         .bind(id)

@@ -158,3 +158,18 @@ pub async fn user_search(
     .fetch_all(pool)
     .await
 }
+
+/// Serialises sign-ups for the rest of the transaction ("the first user is an admin" must
+/// hold when two sign up at once).
+pub async fn signup_lock(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('wrenn.signup'))")
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+pub async fn users_exist(db: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+        .fetch_one(db)
+        .await
+}

@@ -25,8 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/health", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = wrenn_api::ErrorBody)))]
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
+    crate::db::ping(&state.pool)
         .await
         .map_err(|_| ApiError::Unavailable("the database does not answer".into()))?;
     Ok(Json(Health {
