@@ -405,7 +405,9 @@ async fn raw_qemu_floor(
     use wrenn_agent::disk::{create_overlay, BaseFormat};
     use wrenn_agent::network::{InternetAccess, NetworkManager, GUEST_MAC, TAP_NAME};
     use wrenn_agent::vmm::qemu::QemuVmm;
-    use wrenn_agent::vmm::{MemorySharing, VmNetwork, VmSpec, Vmm};
+    use wrenn_agent::vmm::{
+        AfterRestore, MemorySharing, SavedRam, SavedState, VmNetwork, VmSpec, Vmm,
+    };
 
     let lease = wrenn_agent::lease::BENCHES.acquire()?;
     let network = NetworkManager::new(
@@ -454,7 +456,11 @@ async fn raw_qemu_floor(
         vm.save_and_exit(&state).await?;
         pauses.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
-        vm = vmm.restore(&spec, &state).await?;
+        let saved = SavedState {
+            file: &state,
+            ram: SavedRam::InMemoryFile,
+        };
+        vm = vmm.restore(&spec, saved, AfterRestore::Run).await?;
         resumes.push(started.elapsed().as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -239,6 +239,123 @@ async fn fork_copies_a_running_sandbox_and_its_hidden_template_goes_with_the_las
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
+    let mut host = TestHost::start().await;
+    let names = [
+        format!("gen1-{}", host.lease.0.index),
+        format!("gen2-{}", host.lease.0.index),
+    ];
+    let templates_dir = common::images_dir().join("templates");
+    for name in &names {
+        let _ = std::fs::remove_dir_all(templates_dir.join(name));
+    }
+    let snapshot = |client: &common::Client, id: String, name: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .snapshot_sandbox(pb::SnapshotSandboxRequest {
+                    sandbox_id: id,
+                    template_name: name,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let source = host.create().await.sandbox_id;
+    host.start_counter(&source).await;
+    snapshot(&host.client, source.clone(), names[0].clone())
+        .await
+        .expect("snapshot the source");
+    let from = |template: &str| pb::CreateSandboxRequest {
+        template: template.to_owned(),
+        internet: pb::InternetAccess::Blocked as i32,
+        ..Default::default()
+    };
+
+    // A running clone: snapshotted, it keeps running, and its template holds what it had.
+    let clone = host.create_with(from(&names[0])).await.sandbox_id;
+    assert_eq!(host.sh(&clone, NEXT).await.trim(), "2");
+    host.sh(&clone, "echo second-generation > /root/gen.txt")
+        .await;
+    let gen2 = snapshot(&host.client, clone.clone(), names[1].clone())
+        .await
+        .expect("snapshot a running clone");
+    assert!(gen2.snapshot);
+    assert_eq!(host.sh(&clone, NEXT).await.trim(), "3", "clone runs on");
+    let grandchild = host.create_with(from(&names[1])).await.sandbox_id;
+    assert_eq!(
+        host.sh(&grandchild, NEXT).await.trim(),
+        "3",
+        "the second template has the clone's memory"
+    );
+    assert_eq!(
+        host.sh(&grandchild, "cat /root/gen.txt").await,
+        "second-generation\n"
+    );
+
+    // Neither the clone nor the second template rests on the first template any more.
+    host.destroy(&source).await;
+    host.client
+        .delete_template(pb::DeleteTemplateRequest {
+            name: names[0].clone(),
+        })
+        .await
+        .expect("the first template is free once its only clone was snapshotted");
+    assert_eq!(host.sh(&clone, NEXT).await.trim(), "4");
+
+    // A clone forks like any sandbox; a paused one snapshots too.
+    let forks = host
+        .client
+        .fork_sandbox(pb::ForkSandboxRequest {
+            sandbox_id: grandchild.clone(),
+            count: 2,
+            metadata: Default::default(),
+        })
+        .await
+        .expect("fork a clone")
+        .into_inner()
+        .sandboxes;
+    for fork in &forks {
+        assert_eq!(host.sh(&fork.sandbox_id, NEXT).await.trim(), "4");
+        host.destroy(&fork.sandbox_id).await;
+    }
+    let second_clone = host.create_with(from(&names[1])).await.sandbox_id;
+    host.client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: second_clone.clone(),
+        })
+        .await
+        .unwrap();
+    let gen3 = format!("gen3-{}", host.lease.0.index);
+    let _ = std::fs::remove_dir_all(templates_dir.join(&gen3));
+    snapshot(&host.client, second_clone.clone(), gen3.clone())
+        .await
+        .expect("snapshot a paused clone");
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: second_clone.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        host.sh(&second_clone, NEXT).await.trim(),
+        "3",
+        "a snapshotted paused clone resumes where it was"
+    );
+
+    for id in [&clone, &grandchild, &second_clone] {
+        host.destroy(id).await;
+    }
+    for name in [&names[1], &gen3] {
+        host.client
+            .delete_template(pb::DeleteTemplateRequest { name: name.clone() })
+            .await
+            .unwrap();
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn repeated_snapshots_keep_disk_chains_one_layer_deep() {
     let mut host = TestHost::start().await;
     let source = host.create().await.sandbox_id;

@@ -20,7 +20,9 @@ use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::images::{ResolvedTemplate, GUEST_INIT_PATH};
 use crate::network::{NetworkSlot, GATEWAY_IP, GUEST_IP, GUEST_MAC, TAP_NAME};
-use crate::vmm::{MemorySharing, VmInstance, VmNetwork, VmSpec};
+use crate::vmm::{
+    AfterRestore, MemorySharing, SavedRam, SavedState, VmInstance, VmNetwork, VmSpec,
+};
 
 /// Requests a sandbox's owner task serves.
 #[derive(Debug)]
@@ -300,10 +302,12 @@ impl SandboxActor {
         let vm = match snapshot {
             None => self.ctx.vmm.start(&spec).await,
             Some(snapshot) => {
-                self.ctx
-                    .vmm
-                    .restore(&spec, &snapshot.device_state_path)
-                    .await
+                // A template's RAM is its memory file, mapped copy-on-write by each clone.
+                let saved = SavedState {
+                    file: &snapshot.device_state_path,
+                    ram: SavedRam::InMemoryFile,
+                };
+                self.ctx.vmm.restore(&spec, saved, AfterRestore::Run).await
             }
         }
         .map_err(|e| internal("start VMM", &e))?;

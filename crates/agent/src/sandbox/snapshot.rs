@@ -18,8 +18,9 @@ use super::suspend::{MEMORY_FILE, STATE_FILE};
 use super::{now_ms, SandboxState};
 use crate::disk::{self, BaseFormat, OVERLAY_FILE};
 use crate::error::ApiError;
-use crate::images::{validate_template_name, ImageStore, SnapshotManifest, TemplateManifest};
-use crate::vmm::MemorySharing;
+use crate::images::{
+    validate_template_name, ImageStore, ResolvedTemplate, SnapshotManifest, TemplateManifest,
+};
 
 const FROZEN_DISK: &str = "disk.qcow2";
 const FROZEN_MEMORY: &str = "memory";
@@ -41,20 +42,22 @@ impl SandboxActor {
                 state.as_str()
             )));
         }
-        let spec = self
-            .spec
-            .clone()
-            .expect("a running or paused sandbox has a VM spec");
-        if spec.memory_sharing == MemorySharing::Private {
-            return Err(ApiError::FailedPrecondition(
-                "this sandbox was created from a snapshot template; snapshotting it again is not supported yet".into(),
-            ));
-        }
         let started = Instant::now();
         let was_running = state == SandboxState::Running;
         if was_running {
             self.pause().await?;
         }
+        // A clone maps its template's RAM privately; the template needs a file of its own.
+        if let Err(e) = self.take_own_memory().await {
+            if was_running {
+                let _ = self.resume().await;
+            }
+            return Err(e);
+        }
+        let spec = self
+            .spec
+            .clone()
+            .expect("a running or paused sandbox has a VM spec");
         let frozen = self.freeze(&store, name, &spec).await;
         let manifest = match frozen {
             Ok(manifest) => manifest,
@@ -91,6 +94,7 @@ impl SandboxActor {
             ".{name}.{:08x}.partial",
             rand::thread_rng().gen::<u32>()
         ));
+        let base = self.base_template(store)?;
         std::fs::create_dir_all(&staging).map_err(|e| internal("create template directory", e))?;
         let result = async {
             disk::copy_sparse(&self.dir.join(MEMORY_FILE), &staging.join(FROZEN_MEMORY))
@@ -99,7 +103,7 @@ impl SandboxActor {
                 .map_err(|e| internal("copy device state", e))?;
             move_file(&self.dir.join(OVERLAY_FILE), &staging.join(FROZEN_DISK))
                 .map_err(|e| internal("freeze disk", e))?;
-            self.bound_disk_chain(store, &staging.join(FROZEN_DISK))
+            self.bound_disk_chain(&base, &staging.join(FROZEN_DISK))
                 .await?;
             let info = self.info.borrow().clone();
             let manifest = TemplateManifest {
@@ -121,7 +125,8 @@ impl SandboxActor {
                     disk_mb: info.disk_mb,
                     envd_token: self.init.access_token.clone(),
                     env: self.init.env.clone().into_iter().collect(),
-                    parent: info.template.clone(),
+                    // Its disk stands on the base alone, and its RAM is its own.
+                    parent: base.manifest.name.clone(),
                     source_sandbox: info.id.to_string(),
                 }),
             };
@@ -163,9 +168,10 @@ impl SandboxActor {
         )
         .await
         .map_err(|e| ApiError::internal(&e))?;
-        // The frozen disk stands on the base template alone now (see bound_disk_chain).
+        // The frozen disk stands on the base template alone now (see bound_disk_chain), and
+        // the sandbox's RAM is its own: any template it was cloned from is no longer needed.
         self.update(|info| {
-            info.depends_on = [info.template.clone(), name.to_owned()].into();
+            info.depends_on = [base.manifest.name.clone(), name.to_owned()].into();
         });
         Ok(manifest)
     }
@@ -177,15 +183,12 @@ impl SandboxActor {
     /// the base image whenever it stands on an earlier snapshot, so every template disk is one
     /// layer over its base and every sandbox at most two. The VM is paused here, so no VMM has
     /// the disk open.
-    async fn bound_disk_chain(&self, store: &ImageStore, frozen: &Path) -> Result<(), ApiError> {
+    async fn bound_disk_chain(
+        &self,
+        base: &ResolvedTemplate,
+        frozen: &Path,
+    ) -> Result<(), ApiError> {
         let qemu_img = &self.ctx.config.qemu_img_binary;
-        let template = self.info.borrow().template.clone();
-        let base = store
-            .resolve(&template)
-            .map_err(|e| ApiError::internal(&e))?;
-        if base.snapshot.is_some() {
-            return Ok(()); // Clones are not snapshotted (refused earlier).
-        }
         let backing = disk::backing_file(qemu_img, frozen)
             .await
             .map_err(|e| ApiError::internal(&e))?;
@@ -196,6 +199,25 @@ impl SandboxActor {
                 .map_err(|e| ApiError::internal(&e))?;
         }
         Ok(())
+    }
+}
+
+impl SandboxActor {
+    /// The base template under the sandbox's disk chain: its own template, or the base of
+    /// the snapshot template it was cloned from (every snapshot names its base as parent).
+    fn base_template(&self, store: &ImageStore) -> Result<ResolvedTemplate, ApiError> {
+        let mut name = self.info.borrow().template.clone();
+        // Bounded: a snapshot's parent is a base, but a hand-edited store must not loop us.
+        for _ in 0..8 {
+            let template = store.resolve(&name).map_err(|e| ApiError::internal(&e))?;
+            match &template.snapshot {
+                None => return Ok(template),
+                Some(snapshot) => name = snapshot.manifest.parent.clone(),
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "template {name:?}: no base template within 8 parents"
+        )))
     }
 }
 

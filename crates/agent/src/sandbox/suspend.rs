@@ -13,12 +13,14 @@ use super::SandboxState;
 use crate::disk::OVERLAY_FILE;
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
-use crate::vmm::MemorySharing;
+use crate::vmm::{AfterRestore, MemorySharing, SavedRam, SavedState, VmSpec};
 
 /// Device state of a paused sandbox, inside its directory.
 pub const STATE_FILE: &str = "vmstate";
 /// Guest RAM of a sandbox booted from a base template (`share=on`), inside its directory.
 pub const MEMORY_FILE: &str = "memory";
+/// A clone's device state while its RAM moves into a memory file of its own.
+const OWN_MEMORY_STATE_FILE: &str = "vmstate.own-memory";
 
 impl SandboxActor {
     pub(super) async fn pause(&mut self) -> Result<(), ApiError> {
@@ -96,22 +98,26 @@ impl SandboxActor {
             Err(e) => return still_paused(self, ApiError::internal(&e)),
         };
         let slot_ms = started.elapsed().as_millis() as u64;
-        let mut spec = self
+        let paused_spec = self
             .spec
             .clone()
             .expect("a paused sandbox keeps its VM spec");
+        // A clone's RAM is in its saved state: it wakes up in a memory file of its own, so
+        // from now on it pauses, snapshots and forks like any sandbox.
+        let saved = SavedState {
+            file: &self.dir.join(STATE_FILE),
+            ram: SavedRam::saved_from(paused_spec.memory_sharing),
+        };
+        self.drop_fresh_memory_file(&paused_spec);
+        let mut spec = self.own_memory_spec(&paused_spec);
         spec.network.netns = slot.netns_path();
         let addr = std::net::SocketAddr::from((slot.addrs.ns_ip, wrenn_envd_api::ENVD_PORT));
-        let vm = match self
-            .ctx
-            .vmm
-            .restore(&spec, &self.dir.join(STATE_FILE))
-            .await
-        {
+        let vm = match self.ctx.vmm.restore(&spec, saved, AfterRestore::Run).await {
             Ok(vm) => vm,
             Err(e) => {
                 // The guest never ran, so the saved files are still a consistent pause.
                 self.ctx.network.release(&slot).await;
+                self.drop_fresh_memory_file(&paused_spec);
                 let message = format!(
                     "resume failed, the sandbox stays paused: {}",
                     error_chain(&e)
@@ -120,6 +126,7 @@ impl SandboxActor {
             }
         };
         self.slot = Some(slot);
+        self.spec = Some(spec);
         let restored_ms = started.elapsed().as_millis() as u64;
         let pid = vm.pid();
         self.watch_vmm(pid);
@@ -159,6 +166,101 @@ impl SandboxActor {
 }
 
 impl SandboxActor {
+    /// Moves a paused clone's RAM out of its saved state into a memory file of its own,
+    /// without letting the guest run: the VM is loaded into that file and saved again, device
+    /// state only. Afterwards the sandbox is paused like one booted from a base template,
+    /// which snapshots need. A failure leaves the clone paused as it was.
+    pub(super) async fn take_own_memory(&mut self) -> Result<(), ApiError> {
+        let paused_spec = self
+            .spec
+            .clone()
+            .expect("a paused sandbox keeps its VM spec");
+        if paused_spec.memory_sharing == MemorySharing::Shared {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let internet = self.info.borrow().internet;
+        // QEMU needs the same devices to load the state, a TAP included.
+        let slot = self
+            .ctx
+            .network
+            .acquire(internet)
+            .await
+            .map_err(|e| match e {
+                e @ crate::network::NetworkError::Exhausted { .. } => {
+                    ApiError::ResourceExhausted(e.to_string())
+                }
+                e => ApiError::internal(&e),
+            })?;
+        let mut spec = self.own_memory_spec(&paused_spec);
+        spec.network.netns = slot.netns_path();
+        let state_file = self.dir.join(STATE_FILE);
+        let new_state = self.dir.join(OWN_MEMORY_STATE_FILE);
+        self.drop_fresh_memory_file(&paused_spec);
+        let saved = SavedState {
+            file: &state_file,
+            ram: SavedRam::InStateFile,
+        };
+        let moved = async {
+            let mut vm = self
+                .ctx
+                .vmm
+                .restore(&spec, saved, AfterRestore::StayStopped)
+                .await?;
+            vm.save_and_exit(&new_state).await
+        }
+        .await
+        .map_err(|e| {
+            format!(
+                "load the clone's RAM into its own file: {}",
+                error_chain(&e)
+            )
+        })
+        .and_then(|()| {
+            make_durable_files(&self.dir, &[MEMORY_FILE, OWN_MEMORY_STATE_FILE])
+                .map_err(|e| format!("flush the clone's memory: {e}"))
+        });
+        self.ctx.network.release(&slot).await;
+        if let Err(message) = moved {
+            let _ = std::fs::remove_file(&new_state);
+            self.drop_fresh_memory_file(&paused_spec);
+            return Err(ApiError::Internal(message));
+        }
+        // Between these two steps the record still describes the old shape; the record is
+        // removed first so a crash there loses the sandbox instead of adopting it wrongly.
+        PausedRecord::remove(&self.dir);
+        if let Err(e) = std::fs::rename(&new_state, &state_file) {
+            self.write_paused_record();
+            let _ = std::fs::remove_file(&new_state);
+            self.drop_fresh_memory_file(&paused_spec);
+            return Err(ApiError::Internal(format!("replace saved state: {e}")));
+        }
+        self.spec = Some(spec);
+        self.write_paused_record();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "clone's RAM moved into its own memory file"
+        );
+        Ok(())
+    }
+
+    /// `spec` with RAM in the sandbox's own memory file, written through (`share=on`).
+    fn own_memory_spec(&self, spec: &VmSpec) -> VmSpec {
+        VmSpec {
+            memory_file: self.dir.join(MEMORY_FILE),
+            memory_sharing: MemorySharing::Shared,
+            ..spec.clone()
+        }
+    }
+
+    /// Removes a clone's own memory file: a stale one before a restore fills it, or one a
+    /// failed restore created.
+    fn drop_fresh_memory_file(&self, paused_spec: &VmSpec) {
+        if paused_spec.memory_sharing == MemorySharing::Private {
+            let _ = std::fs::remove_file(self.dir.join(MEMORY_FILE));
+        }
+    }
+
     pub(super) fn write_paused_record(&self) {
         let record = PausedRecord::new(
             &self.info.borrow(),
@@ -182,6 +284,10 @@ fn make_durable(dir: &Path, own_memory_file: bool) -> std::io::Result<()> {
     if own_memory_file {
         files.push(MEMORY_FILE);
     }
+    make_durable_files(dir, &files)
+}
+
+fn make_durable_files(dir: &Path, files: &[&str]) -> std::io::Result<()> {
     std::thread::scope(|scope| {
         let syncs: Vec<_> = files
             .iter()

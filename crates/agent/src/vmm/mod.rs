@@ -110,14 +110,52 @@ pub trait Vmm: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Starts a VMM process and returns once it accepts control commands.
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
-    /// Starts a VMM with the same devices as `spec`, loads the device state saved by
-    /// [`VmInstance::save_and_exit`] (guest RAM is already in the spec's memory file) and lets
-    /// the guest run on.
+    /// Starts a VMM with the same devices as `spec`, loads the state saved by
+    /// [`VmInstance::save_and_exit`] and, with [`AfterRestore::Run`], lets the guest run on.
     async fn restore(
         &self,
         spec: &VmSpec,
-        state_file: &Path,
+        saved: SavedState<'_>,
+        after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError>;
+}
+
+/// A VM saved by [`VmInstance::save_and_exit`].
+#[derive(Debug, Clone, Copy)]
+pub struct SavedState<'a> {
+    pub file: &'a Path,
+    pub ram: SavedRam,
+}
+
+/// Where a saved VM's RAM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedRam {
+    /// In the memory file it was mapped from with [`MemorySharing::Shared`]; the state file
+    /// holds device state only.
+    InMemoryFile,
+    /// In the state file, beside device state: the VM mapped its memory
+    /// [`MemorySharing::Private`]. Restoring it into a `Shared` spec writes the RAM into that
+    /// spec's memory file.
+    InStateFile,
+}
+
+impl SavedRam {
+    /// Where `save_and_exit` puts the RAM of a VM whose memory is mapped this way.
+    pub fn saved_from(sharing: MemorySharing) -> Self {
+        match sharing {
+            MemorySharing::Shared => Self::InMemoryFile,
+            MemorySharing::Private => Self::InStateFile,
+        }
+    }
+}
+
+/// What a restored VM does once its state is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRestore {
+    /// The guest runs on.
+    Run,
+    /// The guest stays stopped, e.g. to be saved again in another shape.
+    StayStopped,
 }
 
 /// One running VMM process.
@@ -128,8 +166,9 @@ pub trait VmInstance: Send + Sync {
     async fn wait_exit(&mut self) -> VmExit;
     /// Stops the VMM at once and reaps it. The guest gets no chance to shut down.
     async fn kill(&mut self) -> Result<(), VmmError>;
-    /// Stops the guest, writes its device state to `state_file` and ends the VMM. Guest RAM
-    /// stays in the memory file; the caller makes both durable.
+    /// Stops the guest, writes its state to `state_file` and ends the VMM. Guest RAM stays in
+    /// a `Shared` memory file or goes into the state file (see [`SavedRam::saved_from`]); the
+    /// caller makes the files durable.
     async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError>;
 }
 

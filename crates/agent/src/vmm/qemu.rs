@@ -12,7 +12,10 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use super::qmp::QmpClient;
-use super::{tail_of_file, MemorySharing, VmExit, VmInstance, VmSpec, Vmm, VmmError};
+use super::{
+    tail_of_file, AfterRestore, MemorySharing, SavedRam, SavedState, VmExit, VmInstance, VmSpec,
+    Vmm, VmmError,
+};
 use crate::accel::Accelerator;
 
 const QMP_SOCKET: &str = "qmp.sock";
@@ -130,20 +133,27 @@ impl Vmm for QemuVmm {
     async fn restore(
         &self,
         spec: &VmSpec,
-        state_file: &Path,
+        saved: SavedState<'_>,
+        after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError> {
         let mut instance = self.spawn(spec, BootMode::Incoming).await?;
         let restored = async {
             let qmp = &mut instance.qmp;
-            qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory()))
-                .await?;
+            // The capability changes the stream's format, so it must match the saving side.
             qmp.execute(
-                "migrate-incoming",
-                Some(json!({ "uri": format!("exec:cat {}", shell_quote(state_file)) })),
+                "migrate-set-capabilities",
+                Some(ignore_shared_memory(saved.ram == SavedRam::InMemoryFile)),
             )
             .await?;
-            wait_for_migration(qmp, "restore device state", MIGRATION_TIMEOUT).await?;
-            qmp.execute("cont", None).await?;
+            qmp.execute(
+                "migrate-incoming",
+                Some(json!({ "uri": format!("exec:cat {}", shell_quote(saved.file)) })),
+            )
+            .await?;
+            wait_for_migration(qmp, "restore saved state", MIGRATION_TIMEOUT).await?;
+            if after == AfterRestore::Run {
+                qmp.execute("cont", None).await?;
+            }
             Ok::<(), VmmError>(())
         }
         .await;
@@ -173,9 +183,11 @@ fn unlimited_bandwidth() -> serde_json::Value {
     json!({ "max-bandwidth": 64u64 << 30 })
 }
 
-fn ignore_shared_memory() -> serde_json::Value {
-    // Guest RAM is a shared file: keep it out of the stream on both sides.
-    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+/// On when guest RAM is a shared file: it stays out of the stream on both sides. Off for a
+/// private mapping, whose RAM must travel in the stream: a destination with the capability on
+/// refuses RAM for a block it maps shared, which restoring a clone into its own file needs.
+fn ignore_shared_memory(on: bool) -> serde_json::Value {
+    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": on }] })
 }
 
 /// Single-quotes a path for the shell QEMU runs `exec:` migrations in.
@@ -254,6 +266,7 @@ impl QemuVmm {
         };
         match qmp {
             Ok(qmp) => Ok(QemuInstance {
+                memory_sharing: spec.memory_sharing,
                 pid: child.id(),
                 child,
                 qmp,
@@ -276,6 +289,7 @@ fn log_tail(run_dir: &Path) -> String {
 }
 
 struct QemuInstance {
+    memory_sharing: MemorySharing,
     pid: Option<u32>,
     child: Child,
     /// QEMU's control socket; holding it also keeps its single QMP slot ours.
@@ -315,8 +329,12 @@ impl VmInstance for QemuInstance {
     async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
         let qmp = &mut self.qmp;
         qmp.execute("stop", None).await?;
-        qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory()))
-            .await?;
+        let ram = SavedRam::saved_from(self.memory_sharing);
+        qmp.execute(
+            "migrate-set-capabilities",
+            Some(ignore_shared_memory(ram == SavedRam::InMemoryFile)),
+        )
+        .await?;
         qmp.execute("migrate-set-parameters", Some(unlimited_bandwidth()))
             .await?;
         qmp.execute(
