@@ -87,6 +87,44 @@ fn cpu_has_hardware_virt(cpuinfo: &str) -> bool {
         .any(|flag| flag == "vmx" || flag == "svm")
 }
 
+/// Address-space layout randomization inside guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestAslr {
+    /// Off under TCG, on under KVM. Under TCG translated code is cached by guest virtual
+    /// address, so randomized mappings make every new process translate its libraries afresh:
+    /// measured on 2 cores, `/bin/true` took 32 ms with ASLR and 6 ms without. Guest processes
+    /// all belong to the sandbox's user; the VM is the isolation boundary either way.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FromStr for GuestAslr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "unknown guest ASLR setting {other:?}: use auto, on or off"
+            )),
+        }
+    }
+}
+
+impl GuestAslr {
+    pub fn enabled(self, accelerator: Accelerator) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => accelerator == Accelerator::Kvm,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +156,18 @@ mod tests {
             Ok(AcceleratorChoice::Force(Accelerator::Tcg))
         );
         assert!("hvf".parse::<AcceleratorChoice>().is_err());
+    }
+
+    #[test]
+    fn guest_aslr_is_off_by_default_only_under_tcg() {
+        let auto: GuestAslr = "auto".parse().unwrap();
+        assert!(auto.enabled(Accelerator::Kvm));
+        assert!(!auto.enabled(Accelerator::Tcg));
+        assert!("on".parse::<GuestAslr>().unwrap().enabled(Accelerator::Tcg));
+        assert!(!"off"
+            .parse::<GuestAslr>()
+            .unwrap()
+            .enabled(Accelerator::Kvm));
+        assert!("maybe".parse::<GuestAslr>().is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::accel::AcceleratorChoice;
+use crate::accel::{AcceleratorChoice, GuestAslr};
 
 /// Everything the host agent needs to know about its host.
 #[derive(Debug, Clone)]
@@ -25,12 +25,19 @@ pub struct AgentConfig {
     pub qemu_img_binary: PathBuf,
     /// TCG translated-code cache per VM, in MiB (software emulation only).
     pub tcg_cache_mb: u32,
+    /// Address-space randomization inside guests booted from now on.
+    pub guest_aslr: GuestAslr,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
     pub max_vcpus: u32,
     pub on_shutdown: ShutdownPolicy,
 }
+
+/// Default TCG translation cache per VM. With guest ASLR off (the TCG default) 24 MiB holds
+/// the working set of envd, the guest kernel and a Python start-up; 16 MiB doubles Python's
+/// start-up time, and every MiB is resident in each VM (see docs/snapshots.md).
+pub const DEFAULT_TCG_CACHE_MB: u32 = 24;
 
 /// What the agent does with its sandboxes when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +109,8 @@ impl AgentConfig {
             accelerator: AcceleratorChoice::Auto,
             qemu_binary: "qemu-system-x86_64".into(),
             qemu_img_binary: "qemu-img".into(),
-            tcg_cache_mb: 32,
+            tcg_cache_mb: DEFAULT_TCG_CACHE_MB,
+            guest_aslr: GuestAslr::Auto,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
             on_shutdown: ShutdownPolicy::PauseSandboxes,

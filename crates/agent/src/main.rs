@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
-use wrenn_agent::accel::AcceleratorChoice;
-use wrenn_agent::config::{AgentConfig, ShutdownPolicy, SlotNetwork};
+use wrenn_agent::accel::{AcceleratorChoice, GuestAslr};
+use wrenn_agent::config::{AgentConfig, ShutdownPolicy, SlotNetwork, DEFAULT_TCG_CACHE_MB};
 use wrenn_agent::server::Agent;
 
 /// The Wrenn host agent: owns the microVMs on this machine.
@@ -39,8 +39,12 @@ struct Args {
     on_shutdown: String,
     /// TCG translated-code cache per VM in MiB (software emulation only): smaller saves memory,
     /// larger saves retranslation in CPU-heavy guests.
-    #[arg(long, env = "WRENN_TCG_CACHE_MB", default_value_t = 32)]
+    #[arg(long, env = "WRENN_TCG_CACHE_MB", default_value_t = DEFAULT_TCG_CACHE_MB)]
     tcg_cache_mb: u32,
+    /// Address-space randomization inside guests: auto (off under TCG, where it makes every
+    /// process start translate its libraries afresh; on under KVM), on or off.
+    #[arg(long, env = "WRENN_GUEST_ASLR", default_value = "auto")]
+    guest_aslr: GuestAslr,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     config.accelerator = args.accelerator;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
     config.tcg_cache_mb = args.tcg_cache_mb;
+    config.guest_aslr = args.guest_aslr;
     config.on_shutdown = match args.on_shutdown.as_str() {
         "destroy" => ShutdownPolicy::DestroySandboxes,
         _ => ShutdownPolicy::PauseSandboxes,

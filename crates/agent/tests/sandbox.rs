@@ -19,6 +19,14 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
     assert_eq!(out.exit.unwrap().exit_code, 0);
 
+    // Guest ASLR follows the accelerator (`--guest-aslr auto`): off under TCG, on under KVM.
+    let aslr = host
+        .sh(&sandbox.sandbox_id, "cat /proc/sys/kernel/randomize_va_space")
+        .await;
+    let tcg = wrenn_agent::accel::AcceleratorChoice::Auto.resolve()
+        == wrenn_agent::accel::Accelerator::Tcg;
+    assert_eq!(aslr.trim() == "0", tcg, "randomize_va_space {aslr:?}");
+
     let listed = host
         .client
         .list_sandboxes(pb::ListSandboxesRequest {})

@@ -24,7 +24,7 @@ fn static_envd() -> PathBuf {
     }
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let built = target.join("x86_64-unknown-linux-gnu/release/envd");
+    let built = target.join("x86_64-unknown-linux-gnu/guest/envd");
     assert!(
         built.exists(),
         "no static envd: set WRENN_ENVD or run scripts/build-envd (scripts/test does both)"

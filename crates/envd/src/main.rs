@@ -13,13 +13,14 @@ fn main() -> ExitCode {
     let mode = RunMode::detect();
     // As PID 1 stderr is the serial console, which the host keeps as a plain log file.
     let colors = mode == RunMode::Hosted && std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(colors)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_ansi(colors);
+    // Parsing a filter is measurable at boot under TCG; a plain level is enough by default.
+    match EnvFilter::try_from_default_env() {
+        Ok(filter) => logs.with_env_filter(filter).init(),
+        Err(_) => logs.with_max_level(tracing::Level::INFO).init(),
+    }
 
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -279,7 +279,7 @@ impl SandboxActor {
             vcpus: plan.request.vcpus,
             memory_mb: plan.request.memory_mb,
             kernel: plan.template.kernel_path.clone(),
-            kernel_args: kernel_args(),
+            kernel_args: kernel_args(self.ctx.config.guest_aslr.enabled(self.ctx.accelerator)),
             root_disk: overlay,
             network: VmNetwork {
                 netns: slot.netns_path(),
@@ -465,10 +465,11 @@ pub(crate) fn vmm_name_prefix(instance: &str) -> String {
 }
 
 /// The guest kernel command line: envd as PID 1, static guest networking.
-fn kernel_args() -> String {
+fn kernel_args(aslr: bool) -> String {
     format!(
         "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init={GUEST_INIT_PATH} \
-         ip={GUEST_IP}::{GATEWAY_IP}:255.255.255.0:sandbox:eth0:off"
+         ip={GUEST_IP}::{GATEWAY_IP}:255.255.255.0:sandbox:eth0:off{}",
+        if aslr { "" } else { " norandmaps" }
     )
 }
 

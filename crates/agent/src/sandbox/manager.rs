@@ -111,7 +111,13 @@ impl SandboxManager {
             source,
         })?;
         let accelerator = config.accelerator.resolve();
-        tracing::info!(%accelerator, vmm = vmm.kind(), instance = config.instance, "host agent starting");
+        tracing::info!(
+            %accelerator,
+            vmm = vmm.kind(),
+            instance = config.instance,
+            guest_aslr = config.guest_aslr.enabled(accelerator),
+            "host agent starting"
+        );
         let network = NetworkManager::new(&config.instance, config.slot_network);
         let report = reclaim::reclaim(&config, &network).await?;
         let (events, _) = broadcast::channel(1024);

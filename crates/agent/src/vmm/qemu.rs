@@ -251,6 +251,9 @@ impl QemuVmm {
             // A start-up abandoned half way must not leave QEMU running.
             .kill_on_drop(true);
         crate::command::join_netns_at_exec(&mut command, netns);
+        if spec.accelerator == Accelerator::Tcg {
+            crate::command::no_transparent_huge_pages_at_exec(&mut command);
+        }
         let mut child = command.spawn().map_err(|source| VmmError::Spawn {
             binary: self.binary.clone(),
             source,
