@@ -21,7 +21,10 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
 
     // Guest ASLR follows the accelerator (`--guest-aslr auto`): off under TCG, on under KVM.
     let aslr = host
-        .sh(&sandbox.sandbox_id, "cat /proc/sys/kernel/randomize_va_space")
+        .sh(
+            &sandbox.sandbox_id,
+            "cat /proc/sys/kernel/randomize_va_space",
+        )
         .await;
     let tcg = wrenn_agent::accel::AcceleratorChoice::Auto.resolve()
         == wrenn_agent::accel::Accelerator::Tcg;

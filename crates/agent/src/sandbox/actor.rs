@@ -250,30 +250,37 @@ impl SandboxActor {
         std::fs::create_dir_all(&self.dir).map_err(|e| internal("create sandbox directory", &e))?;
         let snapshot = plan.template.snapshot.as_ref();
         let overlay = self.dir.join(disk::OVERLAY_FILE);
-        disk::create_overlay(
-            &self.ctx.config.qemu_img_binary,
-            &plan.template.rootfs_path,
-            if snapshot.is_some() {
-                BaseFormat::Qcow2
-            } else {
-                BaseFormat::Raw
-            },
-            &overlay,
-            u64::from(plan.disk_mb),
-        )
-        .await
-        .map_err(|e| internal("create root disk", &e))?;
-        let slot = self
-            .ctx
-            .network
-            .acquire(plan.request.internet)
-            .await
-            .map_err(|e| match e {
-                crate::network::NetworkError::Exhausted { .. } => {
-                    BootOutcome::Failed(ApiError::ResourceExhausted(e.to_string()))
+        // The disk and the network slot are independent: prepare them side by side.
+        let (disk, slot) = tokio::join!(
+            disk::create_overlay(
+                &self.ctx.config.qemu_img_binary,
+                &plan.template.rootfs_path,
+                if snapshot.is_some() {
+                    BaseFormat::Qcow2
+                } else {
+                    BaseFormat::Raw
+                },
+                &overlay,
+                u64::from(plan.disk_mb),
+            ),
+            self.ctx.network.acquire(plan.request.internet)
+        );
+        let slot = slot.map_err(|e| match e {
+            crate::network::NetworkError::Exhausted { .. } => {
+                BootOutcome::Failed(ApiError::ResourceExhausted(e.to_string()))
+            }
+            other => internal("set up network", &other),
+        });
+        let slot = match (disk, slot) {
+            (Ok(()), Ok(slot)) => slot,
+            (Err(e), slot) => {
+                if let Ok(slot) = slot {
+                    self.ctx.network.release(&slot).await;
                 }
-                other => internal("set up network", &other),
-            })?;
+                return Err(internal("create root disk", &e));
+            }
+            (Ok(()), Err(outcome)) => return Err(outcome),
+        };
         let spec = VmSpec {
             name: vmm_name(&self.ctx.config.instance, self.info.borrow().id.as_str()),
             vcpus: plan.request.vcpus,
