@@ -2,7 +2,8 @@
 //! next to the floor it is compared with, measured in the same run on the same machine.
 //!
 //! Run as root with images built: `cargo bench -p wrenn-agent --bench vm`.
-//! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs.
+//! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs;
+//! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,6 +30,25 @@ fn env_count(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `WRENN_BENCH_SECTIONS`: a comma-separated subset of boot, exec, pause, clones, memory
+/// (default: all).
+struct Sections(Option<Vec<String>>);
+
+impl Sections {
+    fn from_env() -> Self {
+        Self(
+            std::env::var("WRENN_BENCH_SECTIONS")
+                .ok()
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
+        )
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    }
 }
 
 /// Sorted samples in milliseconds (or any unit).
@@ -97,275 +117,299 @@ async fn run() -> anyhow::Result<()> {
     let boots = env_count("WRENN_BENCH_BOOTS", 5);
     let execs = env_count("WRENN_BENCH_EXECS", 100);
     let mut rows = Vec::new();
+    let sections = Sections::from_env();
 
-    eprintln!("floor: bare QEMU boot of the same kernel to a static init ({boots}x)");
-    let mut floor_boot = Vec::new();
-    let initrd = StaticInitrd::build()?;
-    for _ in 0..boots {
-        floor_boot.push(initrd.boot_ms(&template.kernel_path)?);
-    }
-    eprintln!("cold boot to envd ready ({boots}x)");
-    let mut cold_boot = Vec::new();
-    for _ in 0..boots {
-        let started = Instant::now();
-        let sandbox = client.create_sandbox(create_request()).await?.into_inner();
-        cold_boot.push(started.elapsed().as_secs_f64() * 1e3);
-        destroy(&mut client, &sandbox.sandbox_id).await?;
-    }
-    rows.push(Row {
-        name: "cold boot -> envd ready",
-        ours: Samples::new(cold_boot),
-        floor: Some(("bare boot to static init", Samples::new(floor_boot))),
-        unit: "ms",
-    });
-
-    let id = client
-        .create_sandbox(create_request())
-        .await?
-        .into_inner()
-        .sandbox_id;
-    let guest = SlotAddresses::for_index(slot_network, 0).ns_ip;
-    start_background(&mut client, &id, ECHO_SERVER).await?;
-    start_background(&mut client, &id, SINK_SERVER).await?;
-    start_background(&mut client, &id, SOURCE_SERVER).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    eprintln!("exec `true` round trip ({execs}x)");
-    let mut exec_ms = Vec::new();
-    for _ in 0..execs {
-        let started = Instant::now();
-        exec_true(&mut client, &id).await?;
-        exec_ms.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    let tcp_rtt = tcp_round_trips(SocketAddr::from((guest, 7000)), execs * 2)?;
-    rows.push(Row {
-        name: "exec `true` round trip",
-        ours: Samples::new(exec_ms),
-        floor: Some(("raw TCP round trip", Samples::new(tcp_rtt))),
-        unit: "ms",
-    });
-
-    eprintln!("10 MiB write and read (5x each)");
-    let data = vec![0x5au8; TRANSFER_BYTES];
-    let (mut write, mut read, mut raw_up, mut raw_down) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        write.push(mib_per_s(write_file(&mut client, &id, &data).await?));
-        read.push(mib_per_s(read_file(&mut client, &id).await?));
-        raw_up.push(mib_per_s(raw_upload(
-            SocketAddr::from((guest, 7001)),
-            &data,
-        )?));
-        raw_down.push(mib_per_s(raw_download(SocketAddr::from((guest, 7002)))?));
-    }
-    rows.push(Row {
-        name: "10 MiB write",
-        ours: Samples::new(write),
-        floor: Some(("raw TCP upload", Samples::new(raw_up))),
-        unit: "MiB/s",
-    });
-    rows.push(Row {
-        name: "10 MiB read",
-        ours: Samples::new(read),
-        floor: Some(("raw TCP download", Samples::new(raw_down))),
-        unit: "MiB/s",
-    });
-    destroy(&mut client, &id).await?;
-
-    let mut restore_floor_256 = Vec::new();
-    for memory_mb in [256, 1024] {
-        eprintln!("raw QEMU floor: save/restore of the same guest at {memory_mb} MiB ({boots}x)");
-        let (raw_pause, raw_resume) = raw_qemu_floor(&template, memory_mb, boots).await?;
-        if memory_mb == 256 {
-            restore_floor_256 = raw_resume.clone();
+    if sections.has("boot") {
+        eprintln!("floor: bare QEMU boot of the same kernel to a static init ({boots}x)");
+        let mut floor_boot = Vec::new();
+        let initrd = StaticInitrd::build()?;
+        for _ in 0..boots {
+            floor_boot.push(initrd.boot_ms(&template.kernel_path)?);
         }
-        eprintln!("pause and resume at {memory_mb} MiB ({boots}x)");
-        let id = client
-            .create_sandbox(pb::CreateSandboxRequest {
-                memory_mb,
-                ..create_request()
-            })
-            .await?
-            .into_inner()
-            .sandbox_id;
-        let (mut pause_ms, mut resume_ms) = (Vec::new(), Vec::new());
+        eprintln!("cold boot to envd ready ({boots}x)");
+        let mut cold_boot = Vec::new();
         for _ in 0..boots {
             let started = Instant::now();
-            client
-                .pause_sandbox(pb::PauseSandboxRequest {
-                    sandbox_id: id.clone(),
-                })
-                .await?;
-            pause_ms.push(started.elapsed().as_secs_f64() * 1e3);
-            let started = Instant::now();
-            client
-                .resume_sandbox(pb::ResumeSandboxRequest {
-                    sandbox_id: id.clone(),
-                })
-                .await?;
-            exec_true(&mut client, &id).await?;
-            resume_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            let sandbox = client.create_sandbox(create_request()).await?.into_inner();
+            cold_boot.push(started.elapsed().as_secs_f64() * 1e3);
+            destroy(&mut client, &sandbox.sandbox_id).await?;
         }
-        destroy(&mut client, &id).await?;
         rows.push(Row {
-            name: if memory_mb == 256 {
-                "pause, 256 MiB"
-            } else {
-                "pause, 1 GiB"
-            },
-            ours: Samples::new(pause_ms),
-            floor: Some(("raw QEMU stop+save+quit", Samples::new(raw_pause))),
-            unit: "ms",
-        });
-        rows.push(Row {
-            name: if memory_mb == 256 {
-                "resume -> first exec done, 256 MiB"
-            } else {
-                "resume -> first exec done, 1 GiB"
-            },
-            ours: Samples::new(resume_ms),
-            floor: Some(("raw QEMU restore to running", Samples::new(raw_resume))),
+            name: "cold boot -> envd ready",
+            ours: Samples::new(cold_boot),
+            floor: Some(("bare boot to static init", Samples::new(floor_boot))),
             unit: "ms",
         });
     }
-
-    eprintln!(
-        "clones of a snapshot template ({boots}x alone, then 4 at once, then 30 s sustained)"
-    );
-    let source = client
-        .create_sandbox(create_request())
-        .await?
-        .into_inner()
-        .sandbox_id;
-    let template = format!("bench-{}", lease.index);
-    let _ = std::fs::remove_dir_all(images_dir.join("templates").join(&template));
-    client
-        .snapshot_sandbox(pb::SnapshotSandboxRequest {
-            sandbox_id: source.clone(),
-            template_name: template.clone(),
-        })
-        .await?;
-    let clone_request = || pb::CreateSandboxRequest {
-        template: template.clone(),
-        internet: pb::InternetAccess::Blocked as i32,
-        ..Default::default()
-    };
-    let mut alone = Vec::new();
-    for _ in 0..boots {
-        let started = Instant::now();
+    if sections.has("exec") {
         let id = client
-            .create_sandbox(clone_request())
+            .create_sandbox(create_request())
             .await?
             .into_inner()
             .sandbox_id;
-        exec_true(&mut client, &id).await?;
-        alone.push(started.elapsed().as_secs_f64() * 1e3);
+        let guest = SlotAddresses::for_index(slot_network, 0).ns_ip;
+        start_background(&mut client, &id, ECHO_SERVER).await?;
+        start_background(&mut client, &id, SINK_SERVER).await?;
+        start_background(&mut client, &id, SOURCE_SERVER).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        eprintln!("exec `true` round trip ({execs}x)");
+        let mut exec_ms = Vec::new();
+        for _ in 0..execs {
+            let started = Instant::now();
+            exec_true(&mut client, &id).await?;
+            exec_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let tcp_rtt = tcp_round_trips(SocketAddr::from((guest, 7000)), execs * 2)?;
+        rows.push(Row {
+            name: "exec `true` round trip",
+            ours: Samples::new(exec_ms),
+            floor: Some(("raw TCP round trip", Samples::new(tcp_rtt))),
+            unit: "ms",
+        });
+
+        eprintln!("10 MiB write and read (5x each)");
+        let data = vec![0x5au8; TRANSFER_BYTES];
+        let (mut write, mut read, mut raw_up, mut raw_down) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            write.push(mib_per_s(write_file(&mut client, &id, &data).await?));
+            read.push(mib_per_s(read_file(&mut client, &id).await?));
+            raw_up.push(mib_per_s(raw_upload(
+                SocketAddr::from((guest, 7001)),
+                &data,
+            )?));
+            raw_down.push(mib_per_s(raw_download(SocketAddr::from((guest, 7002)))?));
+        }
+        rows.push(Row {
+            name: "10 MiB write",
+            ours: Samples::new(write),
+            floor: Some(("raw TCP upload", Samples::new(raw_up))),
+            unit: "MiB/s",
+        });
+        rows.push(Row {
+            name: "10 MiB read",
+            ours: Samples::new(read),
+            floor: Some(("raw TCP download", Samples::new(raw_down))),
+            unit: "MiB/s",
+        });
         destroy(&mut client, &id).await?;
     }
-    rows.push(Row {
-        name: "clone -> first exec done",
-        ours: Samples::new(alone),
-        floor: Some((
-            "raw QEMU restore to running",
-            Samples::new(restore_floor_256.clone()),
-        )),
-        unit: "ms",
-    });
-    let parallel = (0..4).map(|_| {
-        let mut client = client.clone();
-        let request = clone_request();
-        async move {
-            let started = Instant::now();
+    let mut restore_floor_256 = Vec::new();
+    if sections.has("pause") {
+        for memory_mb in [256, 1024] {
+            eprintln!(
+                "raw QEMU floor: save/restore of the same guest at {memory_mb} MiB ({boots}x)"
+            );
+            let (raw_pause, raw_resume) = raw_qemu_floor(&template, memory_mb, boots).await?;
+            if memory_mb == 256 {
+                restore_floor_256 = raw_resume.clone();
+            }
+            eprintln!("pause and resume at {memory_mb} MiB ({boots}x)");
             let id = client
-                .create_sandbox(request)
+                .create_sandbox(pb::CreateSandboxRequest {
+                    memory_mb,
+                    ..create_request()
+                })
                 .await?
                 .into_inner()
                 .sandbox_id;
-            exec_true(&mut client, &id).await?;
-            Ok::<_, anyhow::Error>((id, started.elapsed().as_secs_f64() * 1e3))
+            let (mut pause_ms, mut resume_ms) = (Vec::new(), Vec::new());
+            for _ in 0..boots {
+                let started = Instant::now();
+                client
+                    .pause_sandbox(pb::PauseSandboxRequest {
+                        sandbox_id: id.clone(),
+                    })
+                    .await?;
+                pause_ms.push(started.elapsed().as_secs_f64() * 1e3);
+                let started = Instant::now();
+                client
+                    .resume_sandbox(pb::ResumeSandboxRequest {
+                        sandbox_id: id.clone(),
+                    })
+                    .await?;
+                exec_true(&mut client, &id).await?;
+                resume_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            destroy(&mut client, &id).await?;
+            rows.push(Row {
+                name: if memory_mb == 256 {
+                    "pause, 256 MiB"
+                } else {
+                    "pause, 1 GiB"
+                },
+                ours: Samples::new(pause_ms),
+                floor: Some(("raw QEMU stop+save+quit", Samples::new(raw_pause))),
+                unit: "ms",
+            });
+            rows.push(Row {
+                name: if memory_mb == 256 {
+                    "resume -> first exec done, 256 MiB"
+                } else {
+                    "resume -> first exec done, 1 GiB"
+                },
+                ours: Samples::new(resume_ms),
+                floor: Some(("raw QEMU restore to running", Samples::new(raw_resume))),
+                unit: "ms",
+            });
         }
-    });
-    let results = futures::future::try_join_all(parallel).await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let clone_pss: Vec<f64> =
-        wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()))
-            .iter()
-            .filter_map(|pid| pss_mib(*pid))
-            .collect();
-    for (id, _) in &results {
-        destroy(&mut client, id).await?;
     }
-    rows.push(Row {
-        name: "clone -> first exec, 4 at once",
-        ours: Samples::new(results.iter().map(|(_, ms)| *ms).collect()),
-        floor: None,
-        unit: "ms",
-    });
-    rows.push(Row {
-        name: "PSS per idle clone (4 clones + source)",
-        ours: Samples::new(clone_pss),
-        floor: None,
-        unit: "MiB",
-    });
-    // Sustained: create, exec, destroy back to back for 30 s, two at a time.
-    let window = Duration::from_secs(30);
-    let started = Instant::now();
-    let workers = (0..2).map(|_| {
-        let mut client = client.clone();
-        let request = clone_request();
-        async move {
-            let mut done = 0u32;
-            while started.elapsed() < window {
+    if sections.has("clones") {
+        eprintln!(
+            "clones of a snapshot template ({boots}x alone, then 4 at once, then 30 s sustained)"
+        );
+        let source = client
+            .create_sandbox(create_request())
+            .await?
+            .into_inner()
+            .sandbox_id;
+        let template = format!("bench-{}", lease.index);
+        let _ = std::fs::remove_dir_all(images_dir.join("templates").join(&template));
+        client
+            .snapshot_sandbox(pb::SnapshotSandboxRequest {
+                sandbox_id: source.clone(),
+                template_name: template.clone(),
+            })
+            .await?;
+        let clone_request = || pb::CreateSandboxRequest {
+            template: template.clone(),
+            internet: pb::InternetAccess::Blocked as i32,
+            ..Default::default()
+        };
+        let (mut alone, mut created, mut first_exec) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..boots {
+            let started = Instant::now();
+            let id = client
+                .create_sandbox(clone_request())
+                .await?
+                .into_inner()
+                .sandbox_id;
+            created.push(started.elapsed().as_secs_f64() * 1e3);
+            let exec_started = Instant::now();
+            exec_true(&mut client, &id).await?;
+            first_exec.push(exec_started.elapsed().as_secs_f64() * 1e3);
+            alone.push(started.elapsed().as_secs_f64() * 1e3);
+            destroy(&mut client, &id).await?;
+        }
+        let restore_floor =
+            (!restore_floor_256.is_empty()).then(|| Samples::new(restore_floor_256.clone()));
+        rows.push(Row {
+            name: "clone -> first exec done",
+            ours: Samples::new(alone),
+            floor: restore_floor.map(|floor| ("raw QEMU restore to running", floor)),
+            unit: "ms",
+        });
+        rows.push(Row {
+            name: "  of which: clone -> running",
+            ours: Samples::new(created),
+            floor: None,
+            unit: "ms",
+        });
+        rows.push(Row {
+            name: "  of which: first exec in the clone",
+            ours: Samples::new(first_exec),
+            floor: None,
+            unit: "ms",
+        });
+        let parallel = (0..4).map(|_| {
+            let mut client = client.clone();
+            let request = clone_request();
+            async move {
+                let started = Instant::now();
                 let id = client
-                    .create_sandbox(request.clone())
+                    .create_sandbox(request)
                     .await?
                     .into_inner()
                     .sandbox_id;
                 exec_true(&mut client, &id).await?;
-                destroy(&mut client, &id).await?;
-                done += 1;
+                Ok::<_, anyhow::Error>((id, started.elapsed().as_secs_f64() * 1e3))
             }
-            Ok::<_, anyhow::Error>(done)
+        });
+        let results = futures::future::try_join_all(parallel).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let clone_pss: Vec<f64> =
+            wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()))
+                .iter()
+                .filter_map(|pid| pss_mib(*pid))
+                .collect();
+        for (id, _) in &results {
+            destroy(&mut client, id).await?;
         }
-    });
-    let total: u32 = futures::future::try_join_all(workers)
-        .await?
-        .into_iter()
-        .sum();
-    rows.push(Row {
-        name: "sustained clones (create+exec+destroy) per second",
-        ours: Samples::new(vec![f64::from(total) / started.elapsed().as_secs_f64()]),
-        floor: None,
-        unit: "/s",
-    });
-    destroy(&mut client, &source).await?;
-    client
-        .delete_template(pb::DeleteTemplateRequest {
-            name: template.clone(),
-        })
-        .await?;
-
-    eprintln!("memory of idle sandboxes (4 at once, 256 MiB each, 5 s idle)");
-    let creates = (0..4).map(|_| {
-        let mut client = client.clone();
-        async move { client.create_sandbox(create_request()).await }
-    });
-    let ids: Vec<String> = futures::future::try_join_all(creates)
-        .await?
-        .into_iter()
-        .map(|r| r.into_inner().sandbox_id)
-        .collect();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()));
-    let pss: Vec<f64> = pids.iter().filter_map(|pid| pss_mib(*pid)).collect();
-    rows.push(Row {
-        name: "PSS per idle sandbox",
-        ours: Samples::new(pss),
-        floor: None,
-        unit: "MiB",
-    });
-    for id in &ids {
-        destroy(&mut client, id).await?;
+        rows.push(Row {
+            name: "clone -> first exec, 4 at once",
+            ours: Samples::new(results.iter().map(|(_, ms)| *ms).collect()),
+            floor: None,
+            unit: "ms",
+        });
+        rows.push(Row {
+            name: "PSS per idle clone (4 clones + source)",
+            ours: Samples::new(clone_pss),
+            floor: None,
+            unit: "MiB",
+        });
+        // Sustained: create, exec, destroy back to back for 30 s, two at a time.
+        let window = Duration::from_secs(30);
+        let started = Instant::now();
+        let workers = (0..2).map(|_| {
+            let mut client = client.clone();
+            let request = clone_request();
+            async move {
+                let mut done = 0u32;
+                while started.elapsed() < window {
+                    let id = client
+                        .create_sandbox(request.clone())
+                        .await?
+                        .into_inner()
+                        .sandbox_id;
+                    exec_true(&mut client, &id).await?;
+                    destroy(&mut client, &id).await?;
+                    done += 1;
+                }
+                Ok::<_, anyhow::Error>(done)
+            }
+        });
+        let total: u32 = futures::future::try_join_all(workers)
+            .await?
+            .into_iter()
+            .sum();
+        rows.push(Row {
+            name: "sustained clones (create+exec+destroy) per second",
+            ours: Samples::new(vec![f64::from(total) / started.elapsed().as_secs_f64()]),
+            floor: None,
+            unit: "/s",
+        });
+        destroy(&mut client, &source).await?;
+        client
+            .delete_template(pb::DeleteTemplateRequest {
+                name: template.clone(),
+            })
+            .await?;
+    }
+    if sections.has("memory") {
+        eprintln!("memory of idle sandboxes (4 at once, 256 MiB each, 5 s idle)");
+        let creates = (0..4).map(|_| {
+            let mut client = client.clone();
+            async move { client.create_sandbox(create_request()).await }
+        });
+        let ids: Vec<String> = futures::future::try_join_all(creates)
+            .await?
+            .into_iter()
+            .map(|r| r.into_inner().sandbox_id)
+            .collect();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let pids =
+            wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()));
+        let pss: Vec<f64> = pids.iter().filter_map(|pid| pss_mib(*pid)).collect();
+        rows.push(Row {
+            name: "PSS per idle sandbox",
+            ours: Samples::new(pss),
+            floor: None,
+            unit: "MiB",
+        });
+        for id in &ids {
+            destroy(&mut client, id).await?;
+        }
     }
 
     let _ = stop.send(());

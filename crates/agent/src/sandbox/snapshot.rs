@@ -45,6 +45,7 @@ impl SandboxActor {
         let started = Instant::now();
         let was_running = state == SandboxState::Running;
         if was_running {
+            self.warm_up_before_freezing().await;
             self.pause().await?;
         }
         // A clone maps its template's RAM privately; the template needs a file of its own.
@@ -203,6 +204,30 @@ impl SandboxActor {
 }
 
 impl SandboxActor {
+    /// Runs `/bin/true` in the guest before it is frozen. A guest that never started a
+    /// process still owes one-time work (the kernel reading the dynamic loader and libc from
+    /// disk, envd's first spawn); frozen cold, every clone would pay it on its first command.
+    /// Measured on TCG: a clone's first exec took 240 ms from a cold template, 40 ms from a
+    /// warmed one. Best effort: a failure only means clones start colder.
+    async fn warm_up_before_freezing(&self) {
+        let Some(envd) = self.envd.read().unwrap().clone() else {
+            return;
+        };
+        let spec = wrenn_agent_api::envd::ProcessSpec {
+            cmd: "/bin/true".into(),
+            timeout_ms: 10_000,
+            ..Default::default()
+        };
+        let ran = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            crate::exec::exec_collect(&envd, spec),
+        )
+        .await;
+        if !matches!(ran, Ok(Ok(_))) {
+            tracing::warn!(outcome = ?ran.map(|r| r.map(|_| ())), "warm-up before snapshot failed");
+        }
+    }
+
     /// The base template under the sandbox's disk chain: its own template, or the base of
     /// the snapshot template it was cloned from (every snapshot names its base as parent).
     fn base_template(&self, store: &ImageStore) -> Result<ResolvedTemplate, ApiError> {

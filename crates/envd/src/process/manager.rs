@@ -106,7 +106,8 @@ impl Processes {
         registry.insert(Arc::clone(&entry));
         drop(registry);
 
-        tracing::info!(
+        // Debug only: under TCG every console line costs the guest real time.
+        tracing::debug!(
             pid = entry.pid,
             tag = entry.tag.as_deref().unwrap_or_default(),
             cmd = %launch.program.display(),

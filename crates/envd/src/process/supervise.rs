@@ -101,7 +101,7 @@ pub async fn supervise(supervision: Supervision) {
     }
 
     let info = exit_info(status, timed_out, duration);
-    tracing::info!(
+    tracing::debug!(
         pid,
         exit_code = info.exit_code,
         signal = info.signal,
