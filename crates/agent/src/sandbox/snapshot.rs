@@ -209,7 +209,7 @@ impl SandboxActor {
     /// disk, envd's first spawn); frozen cold, every clone would pay it on its first command.
     /// Measured on TCG: a clone's first exec took 240 ms from a cold template, 40 ms from a
     /// warmed one. Best effort: a failure only means clones start colder.
-    async fn warm_up_before_freezing(&self) {
+    async fn warm_up_before_freezing(&mut self) {
         let Some(envd) = self.envd.read().unwrap().clone() else {
             return;
         };
@@ -221,10 +221,19 @@ impl SandboxActor {
         let ran = tokio::time::timeout(
             std::time::Duration::from_secs(15),
             crate::exec::exec_collect(&envd, spec),
-        )
-        .await;
-        if !matches!(ran, Ok(Ok(_))) {
-            tracing::warn!(outcome = ?ran.map(|r| r.map(|_| ())), "warm-up before snapshot failed");
+        );
+        // A dead VMM never answers; the pause that follows reports it.
+        let vmm_exited = async {
+            match self.vm.as_mut() {
+                Some(vm) => drop(vm.wait_exit().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ran = ran => if !matches!(ran, Ok(Ok(_))) {
+                tracing::warn!(outcome = ?ran.map(|r| r.map(|_| ())), "warm-up before snapshot failed");
+            },
+            () = vmm_exited => tracing::warn!("VMM exited during the warm-up before snapshot"),
         }
     }
 
