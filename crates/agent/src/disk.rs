@@ -112,6 +112,19 @@ pub async fn backing_file(qemu_img: &Path, overlay: &Path) -> Result<Option<Path
     Ok(info["backing-filename"].as_str().map(PathBuf::from))
 }
 
+/// The image at the bottom of `image`'s backing chain (a base template's raw image).
+pub async fn chain_bottom(qemu_img: &Path, image: &Path) -> Result<PathBuf, DiskError> {
+    let mut current = image.to_owned();
+    // Chains are short (see sandbox/flatten.rs); the bound only guards against a loop.
+    for _ in 0..32 {
+        match backing_file(qemu_img, &current).await? {
+            Some(backing) => current = backing,
+            None => return Ok(current),
+        }
+    }
+    Ok(current)
+}
+
 /// Makes `overlay` stand directly on `base`: clusters that differ between its current backing
 /// chain and `base` are copied into it, so the intermediate layers are no longer needed. Only
 /// for an overlay no VMM has open.

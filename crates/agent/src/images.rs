@@ -17,6 +17,22 @@ pub const GUEST_INIT_PATH: &str = "/usr/sbin/envd";
 pub const DEFAULT_TEMPLATE: &str = "minimal";
 
 const MANIFEST_FILE: &str = "template.json";
+/// Longest snapshot ancestry followed; chains are flattened long before this.
+const MAX_LINEAGE: usize = 16;
+
+/// Writes `template.json` into `dir` atomically and durably, readable by root only: manifests
+/// of snapshot templates hold envd's token.
+pub fn write_manifest_in(dir: &Path, manifest: &TemplateManifest) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(MANIFEST_FILE);
+    let tmp = dir.join(format!(".{MANIFEST_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
 
 /// Description of a bootable template, written by the image builder.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -56,7 +72,8 @@ pub struct SnapshotManifest {
     pub envd_token: String,
     /// The environment envd had; clones start from it.
     pub env: std::collections::BTreeMap<String, String>,
-    /// Template the snapshotted sandbox was created from (its disk chain ends there).
+    /// Template the frozen disk stands on: the sandbox's disk template when frozen, then,
+    /// once flattened, the base template.
     pub parent: String,
     pub source_sandbox: String,
 }
@@ -198,6 +215,26 @@ impl ImageStore {
             }),
             manifest,
         })
+    }
+
+    /// `name` and the templates its disk stands on, following snapshot parents down to a
+    /// base template. A snapshot's disk stands on its parent's until it is flattened onto the
+    /// base (`sandbox::Flattener`). Unreadable links end the walk.
+    pub fn lineage(&self, name: &str) -> std::collections::BTreeSet<String> {
+        let mut lineage = std::collections::BTreeSet::new();
+        let mut next = Some(name.to_owned());
+        while let Some(current) = next.take() {
+            if !lineage.insert(current.clone()) || lineage.len() > MAX_LINEAGE {
+                break;
+            }
+            next = self
+                .read_manifest(&current)
+                .ok()
+                .flatten()
+                .and_then(|manifest| manifest.snapshot)
+                .map(|snapshot| snapshot.parent);
+        }
+        lineage
     }
 
     /// All templates with a readable manifest, sorted by name.

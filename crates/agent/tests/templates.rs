@@ -25,6 +25,37 @@ fn file_hashes(dir: &std::path::Path) -> Vec<(String, String)> {
     hashes
 }
 
+/// The file a template's frozen disk is backed by.
+fn disk_backing(template: &str) -> String {
+    let disk = common::images_dir()
+        .join("templates")
+        .join(template)
+        .join("disk.qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    info["backing-filename"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits for the background flattening to put `template`'s disk on the base image.
+async fn wait_until_flat(template: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !disk_backing(template).ends_with(".ext4") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "template {template} was not flattened in time; its disk stands on {}",
+            disk_backing(template)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_template_intact() {
     let mut host = TestHost::start().await;
@@ -282,6 +313,8 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
         .expect("snapshot a running clone");
     assert!(gen2.snapshot);
     assert_eq!(host.sh(&clone, NEXT).await.trim(), "3", "clone runs on");
+    // Its disk stood on the first template's; flattening happens in the background.
+    wait_until_flat(&names[1]).await;
     let grandchild = host.create_with(from(&names[1])).await.sandbox_id;
     assert_eq!(
         host.sh(&grandchild, NEXT).await.trim(),
@@ -293,14 +326,35 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
         "second-generation\n"
     );
 
-    // Neither the clone nor the second template rests on the first template any more.
+    // The second template no longer rests on the first. The clone's running VMM still has
+    // the old chain open, so the first template is free only once the clone restarted.
     host.destroy(&source).await;
+    let delete_first = |client: &common::Client| {
+        let mut client = client.clone();
+        let name = names[0].clone();
+        async move {
+            client
+                .delete_template(pb::DeleteTemplateRequest { name })
+                .await
+        }
+    };
+    let status = delete_first(&host.client).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     host.client
-        .delete_template(pb::DeleteTemplateRequest {
-            name: names[0].clone(),
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: clone.clone(),
         })
         .await
-        .expect("the first template is free once its only clone was snapshotted");
+        .unwrap();
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: clone.clone(),
+        })
+        .await
+        .unwrap();
+    delete_first(&host.client)
+        .await
+        .expect("the first template is free once nothing stands on it");
     assert_eq!(host.sh(&clone, NEXT).await.trim(), "4");
 
     // A clone forks like any sandbox; a paused one snapshots too.
@@ -346,7 +400,8 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
     for id in [&clone, &grandchild, &second_clone] {
         host.destroy(id).await;
     }
-    for name in [&names[1], &gen3] {
+    // The third template may still stand on the second until flattened: delete it first.
+    for name in [&gen3, &names[1]] {
         host.client
             .delete_template(pb::DeleteTemplateRequest { name: name.clone() })
             .await
@@ -356,7 +411,7 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn repeated_snapshots_keep_disk_chains_one_layer_deep() {
+async fn repeated_snapshots_are_flattened_in_the_background() {
     let mut host = TestHost::start().await;
     let source = host.create().await.sandbox_id;
     let names = [
@@ -385,29 +440,36 @@ async fn repeated_snapshots_keep_disk_chains_one_layer_deep() {
         .await;
     snapshot(&host.client, names[1].clone()).await;
 
-    let disk_b = common::images_dir()
-        .join("templates")
-        .join(&names[1])
-        .join("disk.qcow2");
-    let info = std::process::Command::new("qemu-img")
-        .args(["info", "--output=json", "-U"])
-        .arg(&disk_b)
-        .output()
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let backing = info["backing-filename"].as_str().unwrap().to_owned();
-    assert!(
-        backing.ends_with(".ext4"),
-        "second snapshot's disk should stand on the base image, not {backing}"
-    );
-
-    // Nothing rests on the first template any more.
+    // The second snapshot's disk stood on the first's; flattening puts it on the base image
+    // in the background.
+    wait_until_flat(&names[1]).await;
+    let delete_first = |client: &common::Client| {
+        let mut client = client.clone();
+        let name = names[0].clone();
+        async move {
+            client
+                .delete_template(pb::DeleteTemplateRequest { name })
+                .await
+        }
+    };
+    // The source's VMM opened the chain before it was flattened, so it still needs the first.
+    let status = delete_first(&host.client).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     host.client
-        .delete_template(pb::DeleteTemplateRequest {
-            name: names[0].clone(),
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: source.clone(),
         })
         .await
-        .expect("the first snapshot is free once the second flattened the chain");
+        .unwrap();
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: source.clone(),
+        })
+        .await
+        .unwrap();
+    delete_first(&host.client)
+        .await
+        .expect("the first snapshot is free once the chain was flattened and the source restarted");
     let clone = host
         .create_with(pb::CreateSandboxRequest {
             template: names[1].clone(),

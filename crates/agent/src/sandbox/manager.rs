@@ -38,6 +38,7 @@ pub(crate) struct HostContext {
     pub vmm: Arc<dyn Vmm>,
     pub network: NetworkManager,
     pub events: broadcast::Sender<SandboxEvent>,
+    pub flattener: super::flatten::Flattener,
 }
 
 #[derive(Clone)]
@@ -127,6 +128,10 @@ impl SandboxManager {
                 vmm,
                 network,
                 events,
+                flattener: super::flatten::Flattener::start(
+                    ImageStore::new(&config.images_dir),
+                    config.qemu_img_binary.clone(),
+                ),
                 config: config.clone(),
             }),
             images: ImageStore::new(&config.images_dir),
@@ -241,7 +246,9 @@ impl SandboxManager {
             error: None,
             boot_ms: 0,
             vmm_pid: None,
-            depends_on: [request.template.clone()].into(),
+            disk_template: request.template.clone(),
+            // Before the VMM opens the disk: a flattening finishing later only shortens it.
+            depends_on: self.images.lineage(&request.template),
             timeout_sec: request.timeout_sec,
             last_activity_ms: now_ms(),
             auto_paused: false,

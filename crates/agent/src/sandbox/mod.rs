@@ -3,6 +3,7 @@
 
 mod activity;
 mod actor;
+mod flatten;
 pub mod manager;
 pub mod metrics;
 pub mod record;
@@ -66,8 +67,11 @@ pub struct SandboxInfo {
     pub boot_ms: u64,
     /// PID of the VMM process while it runs.
     pub vmm_pid: Option<u32>,
-    /// Templates whose files this sandbox's disk or memory rests on: the one it was created
-    /// from, and every snapshot template made from it (its overlay now stacks on theirs).
+    /// The template whose disk this sandbox's overlay stands on: the one it was created from,
+    /// then the last snapshot made from it.
+    pub disk_template: String,
+    /// Templates whose files this sandbox's disk or memory rests on: `disk_template` and its
+    /// ancestors as they were when the VMM last opened the disk (see `images::ImageStore::lineage`).
     pub depends_on: std::collections::BTreeSet<String>,
     /// Idle seconds before an automatic pause (0 = never).
     pub timeout_sec: u32,

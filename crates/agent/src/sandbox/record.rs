@@ -30,6 +30,9 @@ pub struct PausedRecord {
     pub internet_allowed: bool,
     pub created_at_ms: i64,
     pub depends_on: BTreeSet<String>,
+    /// Empty in records written before it existed: `template` then.
+    #[serde(default)]
+    pub disk_template: String,
     pub vmm_name: String,
     pub kernel: PathBuf,
     pub kernel_args: String,
@@ -61,6 +64,7 @@ impl PausedRecord {
             internet_allowed: info.internet == InternetAccess::Allowed,
             created_at_ms: info.created_at_ms,
             depends_on: info.depends_on.clone(),
+            disk_template: info.disk_template.clone(),
             vmm_name: spec.name.clone(),
             kernel: spec.kernel.clone(),
             kernel_args: spec.kernel_args.clone(),
@@ -92,6 +96,11 @@ impl PausedRecord {
             error: None,
             boot_ms: 0,
             vmm_pid: None,
+            disk_template: if self.disk_template.is_empty() {
+                self.template.clone()
+            } else {
+                self.disk_template.clone()
+            },
             depends_on: self.depends_on.clone(),
             timeout_sec: self.timeout_sec,
             last_activity_ms: 0,

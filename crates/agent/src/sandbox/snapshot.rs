@@ -19,7 +19,8 @@ use super::{now_ms, SandboxState};
 use crate::disk::{self, BaseFormat, OVERLAY_FILE};
 use crate::error::ApiError;
 use crate::images::{
-    validate_template_name, ImageStore, ResolvedTemplate, SnapshotManifest, TemplateManifest,
+    validate_template_name, write_manifest_in, ImageStore, ResolvedTemplate, SnapshotManifest,
+    TemplateManifest,
 };
 
 const FROZEN_DISK: &str = "disk.qcow2";
@@ -96,6 +97,7 @@ impl SandboxActor {
             rand::thread_rng().gen::<u32>()
         ));
         let base = self.base_template(store)?;
+        let disk_template = self.info.borrow().disk_template.clone();
         std::fs::create_dir_all(&staging).map_err(|e| internal("create template directory", e))?;
         let result = async {
             disk::copy_sparse(&self.dir.join(MEMORY_FILE), &staging.join(FROZEN_MEMORY))
@@ -104,7 +106,8 @@ impl SandboxActor {
                 .map_err(|e| internal("copy device state", e))?;
             move_file(&self.dir.join(OVERLAY_FILE), &staging.join(FROZEN_DISK))
                 .map_err(|e| internal("freeze disk", e))?;
-            self.bound_disk_chain(&base, &staging.join(FROZEN_DISK))
+            let parent = self
+                .bound_disk_chain(store, &disk_template, &base, &staging.join(FROZEN_DISK))
                 .await?;
             let info = self.info.borrow().clone();
             let manifest = TemplateManifest {
@@ -126,8 +129,7 @@ impl SandboxActor {
                     disk_mb: info.disk_mb,
                     envd_token: self.init.access_token.clone(),
                     env: self.init.env.clone().into_iter().collect(),
-                    // Its disk stands on the base alone, and its RAM is its own.
-                    parent: base.manifest.name.clone(),
+                    parent,
                     source_sandbox: info.id.to_string(),
                 }),
             };
@@ -169,37 +171,52 @@ impl SandboxActor {
         )
         .await
         .map_err(|e| ApiError::internal(&e))?;
-        // The frozen disk stands on the base template alone now (see bound_disk_chain), and
-        // the sandbox's RAM is its own: any template it was cloned from is no longer needed.
+        // The sandbox now stands on the new template, and its RAM is its own. Recorded before
+        // its VMM opens the new overlay, so a flattening finishing later only over-counts.
+        let depends_on = store.lineage(name);
         self.update(|info| {
-            info.depends_on = [base.manifest.name.clone(), name.to_owned()].into();
+            info.disk_template = name.to_owned();
+            info.depends_on = depends_on;
         });
+        if super::flatten::needs_flattening(store, name) {
+            self.ctx.flattener.schedule(name);
+        }
         Ok(manifest)
     }
 }
 
 impl SandboxActor {
-    /// Keeps overlay chains short: a sandbox snapshotted again and again would otherwise stack
-    /// overlay → T(n) → … → T(1) → base. Before a frozen disk is published it is rebased onto
-    /// the base image whenever it stands on an earlier snapshot, so every template disk is one
-    /// layer over its base and every sandbox at most two. The VM is paused here, so no VMM has
-    /// the disk open.
+    /// Keeps overlay chains short and returns the frozen disk's parent template. The frozen
+    /// disk stands on the sandbox's disk template. When that is a base, or a snapshot already
+    /// flattened onto its base, nothing is done here: a snapshot parent is flattened later, in
+    /// the background (`flatten.rs`). When the disk template itself still stands on another
+    /// snapshot (snapshots taken faster than flattening keeps up), the frozen disk is rebased
+    /// onto the base now, while the VM is paused and no VMM has it open, so no template is ever
+    /// more than two layers above its base.
     async fn bound_disk_chain(
         &self,
+        store: &ImageStore,
+        disk_template: &str,
         base: &ResolvedTemplate,
         frozen: &Path,
-    ) -> Result<(), ApiError> {
+    ) -> Result<String, ApiError> {
+        if disk_template == base.manifest.name
+            || !super::flatten::needs_flattening(store, disk_template)
+        {
+            return Ok(disk_template.to_owned());
+        }
+        tracing::info!(
+            disk_template,
+            "flattening the frozen disk now: its parent is not flat yet"
+        );
         let qemu_img = &self.ctx.config.qemu_img_binary;
-        let backing = disk::backing_file(qemu_img, frozen)
+        let base_image = disk::chain_bottom(qemu_img, frozen)
             .await
             .map_err(|e| ApiError::internal(&e))?;
-        if backing.as_deref() != Some(base.rootfs_path.as_path()) {
-            tracing::info!(from = ?backing, "flattening the frozen disk onto its base image");
-            disk::rebase(qemu_img, frozen, &base.rootfs_path, BaseFormat::Raw)
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
-        }
-        Ok(())
+        disk::rebase(qemu_img, frozen, &base_image, BaseFormat::Raw)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(base.manifest.name.clone())
     }
 }
 
@@ -237,10 +254,9 @@ impl SandboxActor {
         }
     }
 
-    /// The base template under the sandbox's disk chain: its own template, or the base of
-    /// the snapshot template it was cloned from (every snapshot names its base as parent).
+    /// The base template at the bottom of the sandbox's disk chain.
     fn base_template(&self, store: &ImageStore) -> Result<ResolvedTemplate, ApiError> {
-        let mut name = self.info.borrow().template.clone();
+        let mut name = self.info.borrow().disk_template.clone();
         // Bounded: a snapshot's parent is a base, but a hand-edited store must not loop us.
         for _ in 0..8 {
             let template = store.resolve(&name).map_err(|e| ApiError::internal(&e))?;
@@ -265,13 +281,4 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// The manifest of a snapshot template holds envd's token: readable by root only.
-fn write_manifest_in(dir: &Path, manifest: &TemplateManifest) -> std::io::Result<()> {
-    let path = dir.join("template.json");
-    let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
-    std::fs::write(&path, json)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::File::open(&path)?.sync_all()
 }

@@ -111,6 +111,11 @@ impl SandboxActor {
         self.drop_fresh_memory_file(&paused_spec);
         let mut spec = self.own_memory_spec(&paused_spec);
         spec.network.netns = slot.netns_path();
+        // Before the VMM opens the disk chain: a template flattened since the last start may
+        // have dropped an ancestor.
+        let depends_on = crate::images::ImageStore::new(&self.ctx.config.images_dir)
+            .lineage(&self.info.borrow().disk_template);
+        self.update(|info| info.depends_on = depends_on);
         let addr = std::net::SocketAddr::from((slot.addrs.ns_ip, wrenn_envd_api::ENVD_PORT));
         let vm = match self.ctx.vmm.restore(&spec, saved, AfterRestore::Run).await {
             Ok(vm) => vm,
