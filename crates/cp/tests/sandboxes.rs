@@ -376,11 +376,20 @@ async fn snapshot_templates_forks_and_reconcile() {
         "platform templates need a platform admin's session: {body}"
     );
 
-    // Forking a clone is not supported by the host yet (docs/snapshots.md); fork the source.
+    // A clone forks like any sandbox: its copy has the clone's files.
     let (status, body) = cp
         .post(&format!("/v1/sandboxes/{clone_id}/fork"), &key, json!({}))
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let clone_fork = body["sandboxes"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        sh(&cp, &key, &clone_fork, "cat /root/marker").await,
+        "from-template\n"
+    );
+    let (status, body) = cp
+        .delete(&format!("/v1/sandboxes/{clone_fork}"), &key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, forks) = cp
         .post(
             &format!("/v1/sandboxes/{source_id}/fork"),
