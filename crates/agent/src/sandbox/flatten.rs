@@ -26,6 +26,9 @@ use crate::images::{write_manifest_in, ImageStore};
 
 /// Hidden name of the flattened copy while it is built.
 const FLAT_PARTIAL: &str = ".disk.flat.partial";
+/// Held (flock) while a template is flattened: agents of several instances may share one
+/// images directory, and each takes up unflattened templates when it starts.
+const FLATTEN_LOCK: &str = ".flatten.lock";
 
 /// Queue of templates to flatten, one at a time (the work is disk-bound).
 #[derive(Debug, Clone)]
@@ -95,6 +98,13 @@ async fn flatten(
     if !needs_flattening(images, name) {
         return Ok(false);
     }
+    let Some(_lock) = try_lock(&images.template_dir(name))? else {
+        return Ok(false); // another agent is flattening it
+    };
+    // Read under the lock: whoever held it before may have finished the job.
+    if !needs_flattening(images, name) {
+        return Ok(false);
+    }
     let Some(mut manifest) = images.read_manifest(name)? else {
         return Ok(false);
     };
@@ -136,6 +146,29 @@ async fn flatten(
     }
     write_manifest_in(&dir, &manifest)?;
     Ok(true)
+}
+
+/// The template's flatten lock, or `None` when someone else holds it. Released on drop.
+fn try_lock(dir: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(FLATTEN_LOCK))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(file))
+    } else {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(error)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +283,21 @@ mod tests {
         assert!(needs_flattening(&images, "b"));
         assert!(!needs_flattening(&images, "a"), "a stands on the base");
         assert!(!needs_flattening(&images, "base"));
+    }
+
+    #[tokio::test]
+    async fn a_template_another_agent_is_flattening_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = ImageStore::new(dir.path());
+        chain(&images);
+        let held = try_lock(&images.template_dir("b")).unwrap();
+        assert!(held.is_some());
+        let done = flatten(&images, Path::new("qemu-img"), "b").await.unwrap();
+        assert!(!done, "flattened under another agent's lock");
+        assert!(needs_flattening(&images, "b"));
+        drop(held);
+        assert!(flatten(&images, Path::new("qemu-img"), "b").await.unwrap());
+        assert!(!needs_flattening(&images, "b"));
     }
 
     #[tokio::test]
