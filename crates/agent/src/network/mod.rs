@@ -181,8 +181,13 @@ impl NetworkManager {
     }
 
     async fn create(&self, slot: &NetworkSlot) -> Result<(), CommandError> {
-        // A crash may have left this very name behind.
-        let _ = ip::delete_link(&slot.host_veth).await;
+        // A crash may have left this very name behind (checked first: a spawn costs more).
+        if std::path::Path::new("/sys/class/net")
+            .join(&slot.host_veth)
+            .exists()
+        {
+            let _ = ip::delete_link(&slot.host_veth).await;
+        }
         if ip::netns_path(&slot.netns).exists() {
             let _ = ip::delete_netns(&slot.netns).await;
         }
