@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub tcg_cache_mb: u32,
     /// Address-space randomization inside guests booted from now on.
     pub guest_aslr: GuestAslr,
+    /// Network slots kept set up ahead of demand (0 = none).
+    pub spare_slots: usize,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
@@ -111,6 +113,7 @@ impl AgentConfig {
             qemu_img_binary: "qemu-img".into(),
             tcg_cache_mb: DEFAULT_TCG_CACHE_MB,
             guest_aslr: GuestAslr::Auto,
+            spare_slots: 2,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
             on_shutdown: ShutdownPolicy::PauseSandboxes,

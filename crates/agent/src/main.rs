@@ -45,6 +45,9 @@ struct Args {
     /// process start translate its libraries afresh; on under KVM), on or off.
     #[arg(long, env = "WRENN_GUEST_ASLR", default_value = "auto")]
     guest_aslr: GuestAslr,
+    /// Network slots kept set up ahead of demand, so boots and resumes skip that step.
+    #[arg(long, env = "WRENN_SPARE_SLOTS", default_value_t = 2)]
+    spare_slots: usize,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
     config.tcg_cache_mb = args.tcg_cache_mb;
     config.guest_aslr = args.guest_aslr;
+    config.spare_slots = args.spare_slots;
     config.on_shutdown = match args.on_shutdown.as_str() {
         "destroy" => ShutdownPolicy::DestroySandboxes,
         _ => ShutdownPolicy::PauseSandboxes,

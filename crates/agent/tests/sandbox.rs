@@ -188,3 +188,54 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
     host.destroy(&sandbox.sandbox_id).await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spare_network_slots_serve_boots_are_refilled_and_removed_at_shutdown() {
+    let mut host = TestHost::start_with(|config| config.spare_slots = 2).await;
+    let instance = host.instance();
+    let netns_count = |expected: usize| {
+        let instance = instance.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (netns, links, _) = host_objects(&instance).await;
+                if netns.len() == expected && links.len() == expected {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "expected {expected} slots, found netns {netns:?} and links {links:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    netns_count(2).await; // the spares, made at start
+    let sandbox = host
+        .create_with(pb::CreateSandboxRequest {
+            internet: pb::InternetAccess::Allowed as i32,
+            ..common::create_request()
+        })
+        .await;
+    // A spare handed out with internet access is let out by the host table.
+    let set = std::process::Command::new("nft")
+        .args([
+            "list",
+            "set",
+            "inet",
+            &format!("wrenn_{instance}"),
+            "internet",
+        ])
+        .output()
+        .unwrap();
+    let set = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.contains(&format!("\"{instance}-")),
+        "no slot of ours in the internet set: {set}"
+    );
+    netns_count(3).await; // one in use, two spares again
+    host.destroy(&sandbox.sandbox_id).await;
+    netns_count(2).await;
+    host.stop().await;
+    netns_count(0).await;
+}

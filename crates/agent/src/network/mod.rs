@@ -10,6 +10,9 @@
 
 pub mod ip;
 pub mod nft;
+mod pool;
+
+pub use pool::SlotPool;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -214,6 +217,18 @@ impl NetworkManager {
         if slot.internet == InternetAccess::Allowed {
             nft::allow_internet(&self.instance, &slot.host_veth).await?;
         }
+        Ok(())
+    }
+
+    /// Lets a slot made with internet blocked reach the internet.
+    pub async fn allow_internet(&self, slot: &mut NetworkSlot) -> Result<(), NetworkError> {
+        nft::allow_internet(&self.instance, &slot.host_veth)
+            .await
+            .map_err(|source| NetworkError::Setup {
+                netns: slot.netns.clone(),
+                source,
+            })?;
+        slot.internet = InternetAccess::Allowed;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::ids::SandboxId;
 use crate::images::{ImageStore, SnapshotManifest, TemplateError, TemplateManifest};
-use crate::network::NetworkManager;
+use crate::network::{NetworkManager, SlotPool};
 use crate::reclaim::{self, ReclaimReport};
 use crate::vmm::Vmm;
 
@@ -36,7 +36,7 @@ pub(crate) struct HostContext {
     pub config: AgentConfig,
     pub accelerator: Accelerator,
     pub vmm: Arc<dyn Vmm>,
-    pub network: NetworkManager,
+    pub network: SlotPool,
     pub events: broadcast::Sender<SandboxEvent>,
     pub flattener: super::flatten::Flattener,
 }
@@ -126,7 +126,7 @@ impl SandboxManager {
             ctx: Arc::new(HostContext {
                 accelerator,
                 vmm,
-                network,
+                network: SlotPool::start(network, config.spare_slots),
                 events,
                 flattener: super::flatten::Flattener::start(
                     ImageStore::new(&config.images_dir),
@@ -560,7 +560,8 @@ impl SandboxManager {
                 tracing::warn!(error = %error_chain(&e), "stop sandbox at shutdown");
             }
         }
-        self.ctx.network.remove_host_table().await;
+        self.ctx.network.close().await;
+        self.ctx.network.manager().remove_host_table().await;
     }
 
     pub fn host_summary(&self) -> HostSummary {

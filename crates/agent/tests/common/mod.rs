@@ -63,6 +63,8 @@ impl InstanceLease {
         self.0.apply(&mut config);
         config.ready_timeout = ready_timeout();
         config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
+        // Exact host-object counts and nothing left behind; spares have their own test.
+        config.spare_slots = 0;
         config
     }
 }

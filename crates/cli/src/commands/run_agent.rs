@@ -46,6 +46,8 @@ pub async fn run_local(args: &RunArgs) -> anyhow::Result<i32> {
         .join(lease.index.to_string());
     lease.apply(&mut config);
     config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
+    // One sandbox, then exit: spare slots would only compete with its boot.
+    config.spare_slots = 0;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
 
     let spinner = boot_spinner(&args.template);

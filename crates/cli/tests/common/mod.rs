@@ -54,6 +54,8 @@ impl Agent {
         // Two shared cores under TCG: boots can be slow.
         config.ready_timeout = Duration::from_secs(120);
         config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
+        // Exact host-object counts and nothing left behind; spares have their own test.
+        config.spare_slots = 0;
         let agent = wrenn_agent::server::Agent::start(config)
             .await
             .expect("start the host agent");

@@ -345,6 +345,8 @@ impl TestAgent {
         lease.apply(&mut config);
         config.ready_timeout = ready_timeout();
         config.on_shutdown = wrenn_agent::config::ShutdownPolicy::DestroySandboxes;
+        // Exact host-object counts and nothing left behind; spares have their own test.
+        config.spare_slots = 0;
         let agent = wrenn_agent::server::Agent::start(config)
             .await
             .expect("start agent");
