@@ -3,7 +3,8 @@
 //!
 //! Run as root with images built: `cargo bench -p wrenn-agent --bench vm`.
 //! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs;
-//! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all).
+//! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all);
+//! `WRENN_TCG_CACHE_MB` and `WRENN_SPARE_SLOTS` override the agent's defaults.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -104,6 +105,12 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
     {
         config.tcg_cache_mb = mb;
+    }
+    if let Some(spares) = std::env::var("WRENN_SPARE_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.spare_slots = spares;
     }
     let slot_network: SlotNetwork = lease.slot_network().parse().map_err(anyhow::Error::msg)?;
     let agent = Agent::start(config).await?;
