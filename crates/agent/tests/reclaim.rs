@@ -43,6 +43,9 @@ fn spawn_agent(lease: &InstanceLease, data_dir: &std::path::Path) -> AgentProces
         .arg(lease.slot_network())
         .arg("--ready-timeout-secs")
         .arg(common::ready_timeout().as_secs().to_string())
+        // Exact counts of what a crash leaves; spares are tested in sandbox.rs.
+        .arg("--spare-slots")
+        .arg("0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
