@@ -154,7 +154,7 @@ async fn run() -> anyhow::Result<()> {
             .await?
             .into_inner()
             .sandbox_id;
-        let guest = SlotAddresses::for_index(slot_network, 0).ns_ip;
+        let guest = SlotAddresses::for_index(slot_network, slot_index_of_only_vm(&lease)?).ns_ip;
         start_background(&mut client, &id, ECHO_SERVER).await?;
         start_background(&mut client, &id, SINK_SERVER).await?;
         start_background(&mut client, &id, SOURCE_SERVER).await?;
@@ -424,6 +424,28 @@ async fn run() -> anyhow::Result<()> {
     server.await??;
     print_table(&rows);
     Ok(())
+}
+
+/// The slot index of the one VM this agent runs: the network namespace its VMM is in. (Spare
+/// slots make the index unpredictable.)
+fn slot_index_of_only_vm(lease: &wrenn_agent::lease::InstanceLease) -> anyhow::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{}.", lease.instance()));
+    anyhow::ensure!(pids.len() == 1, "expected one VM, found {pids:?}");
+    let vm_netns = std::fs::metadata(format!("/proc/{}/ns/net", pids[0]))?;
+    let prefix = format!("{}-", lease.instance());
+    for entry in std::fs::read_dir("/run/netns")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(index) = name.strip_prefix(&prefix).and_then(|i| i.parse().ok()) else {
+            continue;
+        };
+        let netns = std::fs::metadata(entry.path())?;
+        if (netns.dev(), netns.ino()) == (vm_netns.dev(), vm_netns.ino()) {
+            return Ok(index);
+        }
+    }
+    anyhow::bail!("the VM's network namespace is not one of ours")
 }
 
 fn create_request() -> pb::CreateSandboxRequest {
