@@ -56,6 +56,32 @@ async fn wait_until_flat(template: &str) {
     }
 }
 
+/// Deletes a template through the agent API.
+async fn delete_template(client: &common::Client, name: &str) -> Result<(), tonic::Status> {
+    client
+        .clone()
+        .delete_template(pb::DeleteTemplateRequest { name: name.into() })
+        .await
+        .map(drop)
+}
+
+/// Pauses and resumes a sandbox: its VMM reopens the disk chain.
+async fn restart(client: &common::Client, id: &str) {
+    let mut client = client.clone();
+    client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+    client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_template_intact() {
     let mut host = TestHost::start().await;
@@ -151,18 +177,7 @@ async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_templ
     assert_eq!(randoms.len(), 3, "clones produced the same random bytes");
 
     // A clone can pause and resume too (its RAM travels with the device state).
-    host.client
-        .pause_sandbox(pb::PauseSandboxRequest {
-            sandbox_id: clones[0].clone(),
-        })
-        .await
-        .unwrap();
-    host.client
-        .resume_sandbox(pb::ResumeSandboxRequest {
-            sandbox_id: clones[0].clone(),
-        })
-        .await
-        .unwrap();
+    restart(&host.client, &clones[0]).await;
     assert_eq!(host.sh(&clones[0], NEXT).await.trim(), "3");
 
     assert_eq!(
@@ -171,30 +186,20 @@ async fn snapshot_then_three_parallel_clones_are_independent_and_leave_the_templ
         "template files changed while clones ran"
     );
 
-    let delete = |client: &mut common::Client, name: String| {
-        let mut client = client.clone();
-        async move {
-            client
-                .delete_template(pb::DeleteTemplateRequest { name })
-                .await
-        }
-    };
-    let status = delete(&mut host.client, name.clone()).await.unwrap_err();
+    let status = delete_template(&host.client, &name).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     for clone in &clones {
         host.destroy(clone).await;
     }
     // The source's disk now rests on the template too.
-    let status = delete(&mut host.client, name.clone()).await.unwrap_err();
+    let status = delete_template(&host.client, &name).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
     host.destroy(&source).await;
-    delete(&mut host.client, name.clone())
+    delete_template(&host.client, &name)
         .await
         .expect("delete unused template");
     assert!(!template_dir.exists());
-    let status = delete(&mut host.client, "minimal".into())
-        .await
-        .unwrap_err();
+    let status = delete_template(&host.client, "minimal").await.unwrap_err();
     assert_eq!(
         status.code(),
         Code::FailedPrecondition,
@@ -329,30 +334,10 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
     // The second template no longer rests on the first. The clone's running VMM still has
     // the old chain open, so the first template is free only once the clone restarted.
     host.destroy(&source).await;
-    let delete_first = |client: &common::Client| {
-        let mut client = client.clone();
-        let name = names[0].clone();
-        async move {
-            client
-                .delete_template(pb::DeleteTemplateRequest { name })
-                .await
-        }
-    };
-    let status = delete_first(&host.client).await.unwrap_err();
+    let status = delete_template(&host.client, &names[0]).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
-    host.client
-        .pause_sandbox(pb::PauseSandboxRequest {
-            sandbox_id: clone.clone(),
-        })
-        .await
-        .unwrap();
-    host.client
-        .resume_sandbox(pb::ResumeSandboxRequest {
-            sandbox_id: clone.clone(),
-        })
-        .await
-        .unwrap();
-    delete_first(&host.client)
+    restart(&host.client, &clone).await;
+    delete_template(&host.client, &names[0])
         .await
         .expect("the first template is free once nothing stands on it");
     assert_eq!(host.sh(&clone, NEXT).await.trim(), "4");
@@ -402,10 +387,7 @@ async fn clones_snapshot_and_fork_like_any_sandbox_and_free_their_template() {
     }
     // The third template may still stand on the second until flattened: delete it first.
     for name in [&gen3, &names[1]] {
-        host.client
-            .delete_template(pb::DeleteTemplateRequest { name: name.clone() })
-            .await
-            .unwrap();
+        delete_template(&host.client, name).await.unwrap();
     }
     host.stop().await;
 }
@@ -443,31 +425,11 @@ async fn repeated_snapshots_are_flattened_in_the_background() {
     // The second snapshot's disk stood on the first's; flattening puts it on the base image
     // in the background.
     wait_until_flat(&names[1]).await;
-    let delete_first = |client: &common::Client| {
-        let mut client = client.clone();
-        let name = names[0].clone();
-        async move {
-            client
-                .delete_template(pb::DeleteTemplateRequest { name })
-                .await
-        }
-    };
     // The source's VMM opened the chain before it was flattened, so it still needs the first.
-    let status = delete_first(&host.client).await.unwrap_err();
+    let status = delete_template(&host.client, &names[0]).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
-    host.client
-        .pause_sandbox(pb::PauseSandboxRequest {
-            sandbox_id: source.clone(),
-        })
-        .await
-        .unwrap();
-    host.client
-        .resume_sandbox(pb::ResumeSandboxRequest {
-            sandbox_id: source.clone(),
-        })
-        .await
-        .unwrap();
-    delete_first(&host.client)
+    restart(&host.client, &source).await;
+    delete_template(&host.client, &names[0])
         .await
         .expect("the first snapshot is free once the chain was flattened and the source restarted");
     let clone = host
