@@ -112,12 +112,41 @@ pub async fn backing_file(qemu_img: &Path, overlay: &Path) -> Result<Option<Path
     Ok(info["backing-filename"].as_str().map(PathBuf::from))
 }
 
+/// The backing file recorded in a qcow2 image's header, read directly (no `qemu-img`), or
+/// `None` for an image without one or a file that is not qcow2 (a raw base image).
+pub fn qcow2_backing_file(image: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+    // Backing file names are short; a header claiming more is not one we wrote.
+    const MAX_NAME: u32 = 4096;
+    let mut file = std::fs::File::open(image)?;
+    let mut header = [0u8; 20];
+    if file.read_exact(&mut header).is_err() || &header[..4] != QCOW2_MAGIC {
+        return Ok(None);
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+    let size = u32::from_be_bytes(header[16..20].try_into().expect("4 bytes"));
+    if offset == 0 || size == 0 || size > MAX_NAME {
+        return Ok(None);
+    }
+    let mut name = vec![0u8; size as usize];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut name)?;
+    let name =
+        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name));
+    // Relative names are relative to the image's own directory.
+    Ok(Some(match image.parent() {
+        Some(dir) if name.is_relative() => dir.join(name),
+        _ => name,
+    }))
+}
+
 /// The image at the bottom of `image`'s backing chain (a base template's raw image).
-pub async fn chain_bottom(qemu_img: &Path, image: &Path) -> Result<PathBuf, DiskError> {
+pub fn chain_bottom(image: &Path) -> std::io::Result<PathBuf> {
     let mut current = image.to_owned();
     // Chains are short (see sandbox/flatten.rs); the bound only guards against a loop.
     for _ in 0..32 {
-        match backing_file(qemu_img, &current).await? {
+        match qcow2_backing_file(&current)? {
             Some(backing) => current = backing,
             None => return Ok(current),
         }

@@ -237,6 +237,25 @@ impl ImageStore {
         lineage
     }
 
+    /// Every file snapshot templates' disks stand on, down to the raw base images, as
+    /// (device, inode) pairs: a rebuild must not delete an old base image one still needs.
+    pub fn files_under_snapshots(&self) -> std::collections::HashSet<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files = std::collections::HashSet::new();
+        for manifest in self.list().into_iter().filter(|m| m.snapshot.is_some()) {
+            let mut next = Some(self.template_dir(&manifest.name).join(&manifest.rootfs));
+            // Chains are short; the bound only guards against a loop.
+            for _ in 0..MAX_LINEAGE {
+                let Some(current) = next.take() else { break };
+                if let Ok(meta) = std::fs::metadata(&current) {
+                    files.insert((meta.dev(), meta.ino()));
+                }
+                next = crate::disk::qcow2_backing_file(&current).ok().flatten();
+            }
+        }
+        files
+    }
+
     /// All templates with a readable manifest, sorted by name.
     pub fn list(&self) -> Vec<TemplateManifest> {
         let Ok(entries) = std::fs::read_dir(self.templates_dir()) else {

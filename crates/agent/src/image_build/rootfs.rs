@@ -8,6 +8,7 @@
 //! <images>/templates/<template>/template.json manifest, written last
 //! ```
 
+use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -175,7 +176,11 @@ pub fn build(
         .write_manifest(&manifest)
         .map_err(io_err("write manifest", &manifest_path))?;
     clear(&staging)?;
-    prune_old_images(&template_dir, &manifest.rootfs);
+    prune_old_images(
+        &template_dir,
+        &manifest.rootfs,
+        &store.files_under_snapshots(),
+    );
     Ok(BuiltTemplate {
         manifest,
         rootfs_path,
@@ -189,8 +194,10 @@ pub fn build(
 const KEPT_OLD_IMAGES: usize = 2;
 
 /// Deletes root filesystem images older than the newest [`KEPT_OLD_IMAGES`] previous ones, so
-/// repeated rebuilds (every envd change in development) do not fill the disk.
-fn prune_old_images(template_dir: &Path, current: &str) {
+/// repeated rebuilds (every envd change in development) do not fill the disk. Images a snapshot
+/// template's disk stands on (`protected`, as device and inode) are kept whatever their age.
+fn prune_old_images(template_dir: &Path, current: &str, protected: &HashSet<(u64, u64)>) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(template_dir) else {
         return;
     };
@@ -204,6 +211,12 @@ fn prune_old_images(template_dir: &Path, current: &str) {
         .collect();
     old.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in old.into_iter().skip(KEPT_OLD_IMAGES) {
+        let in_use = std::fs::metadata(&path)
+            .is_ok_and(|meta| protected.contains(&(meta.dev(), meta.ino())));
+        if in_use {
+            tracing::info!(image = %path.display(), "keeping an old template image a snapshot stands on");
+            continue;
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(image = %path.display(), "removed an old template image"),
             Err(e) => {
@@ -260,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn pruning_keeps_the_current_and_two_previous_images() {
+    fn pruning_keeps_the_current_two_previous_and_snapshot_backed_images() {
         let dir = tempfile::tempdir().unwrap();
         for (i, name) in [
             "rootfs.ext4",
@@ -283,7 +296,25 @@ mod tests {
                 .unwrap();
         }
         std::fs::write(dir.path().join("template.json"), "{}").unwrap();
-        prune_old_images(dir.path(), "rootfs-d.ext4");
+        // A snapshot's disk stands on the oldest image: that one stays too.
+        let overlay = dir.path().join("snapshot-disk.qcow2");
+        let status = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(dir.path().join("rootfs-a.ext4"))
+            .arg(&overlay)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let backing = crate::disk::qcow2_backing_file(&overlay).unwrap().unwrap();
+        assert_eq!(backing, dir.path().join("rootfs-a.ext4"));
+        let protected = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&backing).unwrap();
+            HashSet::from([(meta.dev(), meta.ino())])
+        };
+        prune_old_images(dir.path(), "rootfs-d.ext4", &protected);
+        std::fs::remove_file(&overlay).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -292,6 +323,7 @@ mod tests {
         assert_eq!(
             left,
             [
+                "rootfs-a.ext4",
                 "rootfs-b.ext4",
                 "rootfs-c.ext4",
                 "rootfs-d.ext4",

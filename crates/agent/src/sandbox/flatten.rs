@@ -123,7 +123,7 @@ async fn flatten(
     let disk_path = dir.join(&manifest.rootfs);
     // The raw image the chain really ends in: after a rebuild of the base template that is an
     // older image than the one its manifest names now.
-    let base_image = disk::chain_bottom(qemu_img, &disk_path).await?;
+    let base_image = disk::chain_bottom(&disk_path)?;
     let partial = dir.join(FLAT_PARTIAL);
     let result = async {
         let _ = std::fs::remove_file(&partial);

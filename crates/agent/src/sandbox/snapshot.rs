@@ -210,9 +210,7 @@ impl SandboxActor {
             "flattening the frozen disk now: its parent is not flat yet"
         );
         let qemu_img = &self.ctx.config.qemu_img_binary;
-        let base_image = disk::chain_bottom(qemu_img, frozen)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        let base_image = disk::chain_bottom(frozen).map_err(|e| ApiError::internal(&e))?;
         disk::rebase(qemu_img, frozen, &base_image, BaseFormat::Raw)
             .await
             .map_err(|e| ApiError::internal(&e))?;
