@@ -11,12 +11,6 @@ pub const OVERLAY_FILE: &str = "rootfs.qcow2";
 /// Disk failures.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("inspect disk {path}")]
-    Inspect {
-        path: PathBuf,
-        #[source]
-        source: CommandError,
-    },
     #[error("rebase {path} onto {base}")]
     Rebase {
         path: PathBuf,
@@ -88,28 +82,6 @@ fn overlay_args(base: &Path, base_format: BaseFormat, overlay: &Path, size_mb: u
         overlay.display().to_string(),
         format!("{size_mb}M"),
     ]
-}
-
-/// The file an overlay is backed by, as recorded in its header (absolute as written).
-pub async fn backing_file(qemu_img: &Path, overlay: &Path) -> Result<Option<PathBuf>, DiskError> {
-    let out = command::run(
-        &qemu_img.to_string_lossy(),
-        [
-            "info",
-            "--output=json",
-            "-U",
-            &overlay.display().to_string(),
-        ],
-        None,
-        Namespace::Host,
-    )
-    .await
-    .map_err(|source| DiskError::Inspect {
-        path: overlay.to_owned(),
-        source,
-    })?;
-    let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    Ok(info["backing-filename"].as_str().map(PathBuf::from))
 }
 
 /// The backing file recorded in a qcow2 image's header, read directly (no `qemu-img`), or
@@ -301,17 +273,11 @@ mod tests {
         create_overlay(qemu_img, &middle, BaseFormat::Qcow2, &top, 16)
             .await
             .unwrap();
-        assert_eq!(
-            backing_file(qemu_img, &top).await.unwrap(),
-            Some(middle.clone())
-        );
+        assert_eq!(qcow2_backing_file(&top).unwrap(), Some(middle.clone()));
         rebase(qemu_img, &top, &base, BaseFormat::Raw)
             .await
             .unwrap();
-        assert_eq!(
-            backing_file(qemu_img, &top).await.unwrap(),
-            Some(base.clone())
-        );
+        assert_eq!(qcow2_backing_file(&top).unwrap(), Some(base.clone()));
         std::fs::remove_file(&middle).unwrap();
         let read = command::run(
             "qemu-io",

@@ -76,17 +76,13 @@ impl Flattener {
 
 /// Whether `name` is a snapshot whose disk stands on another snapshot.
 pub fn needs_flattening(images: &ImageStore, name: &str) -> bool {
-    let parent_is_snapshot = |name: &str| {
-        images
-            .read_manifest(name)
-            .ok()
-            .flatten()
-            .and_then(|m| m.snapshot)
-            .map(|s| s.parent)
-            .and_then(|parent| images.read_manifest(&parent).ok().flatten())
-            .is_some_and(|parent| parent.snapshot.is_some())
-    };
-    parent_is_snapshot(name)
+    images
+        .read_manifest(name)
+        .ok()
+        .flatten()
+        .and_then(|m| m.snapshot)
+        .and_then(|s| images.read_manifest(&s.parent).ok().flatten())
+        .is_some_and(|parent| parent.snapshot.is_some())
 }
 
 /// Flattens one template; `Ok(false)` when there was nothing to do (already flat, or gone).
@@ -321,9 +317,7 @@ mod tests {
         }
 
         assert_eq!(images.lineage("b"), ["b", "base"].map(String::from).into());
-        let backing = crate::disk::backing_file(Path::new("qemu-img"), &b)
-            .await
-            .unwrap();
+        let backing = crate::disk::qcow2_backing_file(&b).unwrap();
         assert_eq!(
             backing.unwrap(),
             images.template_dir("base").join("rootfs.ext4")
