@@ -4,7 +4,8 @@
 //! Run as root with images built: `cargo bench -p wrenn-agent --bench vm`.
 //! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs;
 //! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all);
-//! `WRENN_TCG_CACHE_MB` and `WRENN_SPARE_SLOTS` override the agent's defaults.
+//! `WRENN_TCG_CACHE_MB` and `WRENN_SPARE_SLOTS` override the agent's defaults; `RUST_LOG`
+//! (e.g. `wrenn_agent=debug`) logs the agent's own timings to stderr.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -90,6 +91,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // RUST_LOG=wrenn_agent=debug shows where each operation's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let images_dir = std::env::var_os("WRENN_IMAGES_DIR")
         .map_or_else(|| PathBuf::from("/var/lib/wrenn/images"), PathBuf::from);
     let template = ImageStore::new(&images_dir).resolve("minimal")?;

@@ -190,7 +190,7 @@ async fn a_vmm_that_dies_marks_the_sandbox_error_and_releases_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn spare_network_slots_serve_boots_are_refilled_and_removed_at_shutdown() {
+async fn spare_network_slots_serve_boots_are_recycled_and_removed_at_shutdown() {
     let mut host = TestHost::start_with(|config| config.spare_slots = 2).await;
     let instance = host.instance();
     let netns_count = |expected: usize| {
@@ -234,8 +234,33 @@ async fn spare_network_slots_serve_boots_are_refilled_and_removed_at_shutdown() 
         "no slot of ours in the internet set: {set}"
     );
     netns_count(3).await; // one in use, two spares again
+                          // A destroyed sandbox's slot is scrubbed and kept as a third spare...
     host.destroy(&sandbox.sandbox_id).await;
-    netns_count(2).await;
+    netns_count(3).await;
+    // ...and the next sandbox boots, pauses and resumes on spares: no slot is made or removed.
+    let sandbox = host.create().await;
+    netns_count(3).await;
+    host.client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: sandbox.sandbox_id.clone(),
+        })
+        .await
+        .expect("pause");
+    netns_count(3).await;
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: sandbox.sandbox_id.clone(),
+        })
+        .await
+        .expect("resume");
+    assert_eq!(
+        host.exec(&sandbox.sandbox_id, "python3", &["-c", "print(6*7)"])
+            .await
+            .stdout,
+        b"42\n"
+    );
+    netns_count(3).await;
+    host.destroy(&sandbox.sandbox_id).await;
     host.stop().await;
     netns_count(0).await;
 }

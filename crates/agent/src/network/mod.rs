@@ -11,8 +11,9 @@
 pub mod ip;
 pub mod nft;
 mod pool;
+pub mod scrub;
 
-pub use pool::SlotPool;
+pub use pool::{PoolSettings, SlotPool};
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -205,7 +206,7 @@ impl NetworkManager {
             Namespace::Net(&netns_path),
         )
         .await?;
-        enable_forwarding_in(&netns_path).map_err(|source| CommandError::Netns {
+        scrub::enable_forwarding(&netns_path).map_err(|source| CommandError::Netns {
             path: netns_path.display().to_string(),
             source,
         })?;
@@ -220,16 +221,39 @@ impl NetworkManager {
         Ok(())
     }
 
-    /// Lets a slot made with internet blocked reach the internet.
-    pub async fn allow_internet(&self, slot: &mut NetworkSlot) -> Result<(), NetworkError> {
-        nft::allow_internet(&self.instance, &slot.host_veth)
-            .await
-            .map_err(|source| NetworkError::Setup {
-                netns: slot.netns.clone(),
-                source,
-            })?;
-        slot.internet = InternetAccess::Allowed;
+    /// Lets a slot reach the internet or cuts it off (an element of the host table's set).
+    pub async fn set_internet(
+        &self,
+        slot: &mut NetworkSlot,
+        internet: InternetAccess,
+    ) -> Result<(), NetworkError> {
+        if slot.internet == internet {
+            return Ok(());
+        }
+        let changed = match internet {
+            InternetAccess::Allowed => nft::allow_internet(&self.instance, &slot.host_veth).await,
+            InternetAccess::Blocked => nft::revoke_internet(&self.instance, &slot.host_veth).await,
+        };
+        changed.map_err(|source| NetworkError::Setup {
+            netns: slot.netns.clone(),
+            source,
+        })?;
+        slot.internet = internet;
         Ok(())
+    }
+
+    /// Readies a released slot for its next sandbox (see `scrub`). Fails, and the slot must
+    /// then be torn down, when its TAP is still held or its state cannot be cleared.
+    pub fn scrub(&self, slot: &NetworkSlot) -> std::io::Result<()> {
+        if !std::path::Path::new("/sys/class/net")
+            .join(&slot.host_veth)
+            .exists()
+        {
+            return Err(std::io::Error::other(
+                "the host end of the veth pair is gone",
+            ));
+        }
+        scrub::scrub(&slot.netns_path())
     }
 
     /// Tears a slot down and returns its index to the pool. Never fails: leftovers are logged
@@ -262,21 +286,6 @@ impl NetworkManager {
 pub struct Reclaimed {
     pub netns: Vec<String>,
     pub links: Vec<String>,
-}
-
-/// Turns on IP forwarding inside a namespace. /proc/sys/net shows the namespace of the thread
-/// that opens it, so a short-lived thread joins the namespace and writes the switch.
-fn enable_forwarding_in(netns_path: &std::path::Path) -> std::io::Result<()> {
-    let netns = std::fs::File::open(netns_path)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("forwarding thread panicked")))
-    })
 }
 
 #[cfg(test)]

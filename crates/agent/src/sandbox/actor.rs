@@ -275,7 +275,7 @@ impl SandboxActor {
             (Ok(()), Ok(slot)) => slot,
             (Err(e), slot) => {
                 if let Ok(slot) = slot {
-                    self.ctx.network.release(&slot).await;
+                    self.ctx.network.release(slot).await;
                 }
                 return Err(internal("create root disk", &e));
             }
@@ -395,7 +395,7 @@ impl SandboxActor {
             }
         }
         if let Some(slot) = self.slot.take() {
-            self.ctx.network.release(&slot).await;
+            self.ctx.network.release(slot).await;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -18,7 +18,7 @@ use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::ids::SandboxId;
 use crate::images::{ImageStore, SnapshotManifest, TemplateError, TemplateManifest};
-use crate::network::{NetworkManager, SlotPool};
+use crate::network::{NetworkManager, PoolSettings, SlotPool};
 use crate::reclaim::{self, ReclaimReport};
 use crate::vmm::Vmm;
 
@@ -126,7 +126,7 @@ impl SandboxManager {
             ctx: Arc::new(HostContext {
                 accelerator,
                 vmm,
-                network: SlotPool::start(network, config.spare_slots),
+                network: SlotPool::start(network, PoolSettings::with_target(config.spare_slots)),
                 events,
                 flattener: super::flatten::Flattener::start(
                     ImageStore::new(&config.images_dir),

@@ -56,7 +56,7 @@ impl SandboxActor {
         }
         self.vm = None;
         if let Some(slot) = self.slot.take() {
-            self.ctx.network.release(&slot).await;
+            self.ctx.network.release(slot).await;
         }
         self.update(|info| {
             info.state = SandboxState::Paused;
@@ -121,7 +121,7 @@ impl SandboxActor {
             Ok(vm) => vm,
             Err(e) => {
                 // The guest never ran, so the saved files are still a consistent pause.
-                self.ctx.network.release(&slot).await;
+                self.ctx.network.release(slot).await;
                 self.drop_fresh_memory_file(&paused_spec);
                 let message = format!(
                     "resume failed, the sandbox stays paused: {}",
@@ -225,7 +225,7 @@ impl SandboxActor {
             make_durable_files(&self.dir, &[MEMORY_FILE, OWN_MEMORY_STATE_FILE])
                 .map_err(|e| format!("flush the clone's memory: {e}"))
         });
-        self.ctx.network.release(&slot).await;
+        self.ctx.network.release(slot).await;
         if let Err(message) = moved {
             let _ = std::fs::remove_file(&new_state);
             self.drop_fresh_memory_file(&paused_spec);

@@ -1,0 +1,221 @@
+//! Work done inside a slot's network namespace from the agent itself, without spawning a
+//! tool: switching on forwarding, and scrubbing a slot so the next sandbox can reuse it.
+//!
+//! A slot may be reused once its VMM is gone (nothing holds the TAP) and the connection
+//! tracking table of the namespace is empty, so no state of the previous guest's connections
+//! leaks to the next one.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use super::TAP_NAME;
+
+/// Runs `work` on a short-lived thread that has joined the namespace at `netns_path`.
+/// Sockets, `/proc/sys/net` and `/dev/net/tun` all act in the namespace of the calling
+/// thread, and a thread that joined one is never returned to a pool.
+pub fn in_netns<T: Send>(
+    netns_path: &Path,
+    work: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let netns = File::open(netns_path)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+}
+
+/// Turns on IPv4 forwarding in a namespace.
+pub fn enable_forwarding(netns_path: &Path) -> io::Result<()> {
+    in_netns(netns_path, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
+}
+
+/// Makes a released slot fit for another sandbox: its TAP must be free and its connection
+/// tracking table is emptied.
+pub fn scrub(netns_path: &Path) -> io::Result<()> {
+    in_netns(netns_path, || {
+        ensure_tap_detached()?;
+        flush_conntrack()
+    })
+}
+
+/// Fails when a process (a VMM that did not exit) still has the slot's TAP open. Attaching
+/// to a single-queue TAP that has a reader fails with `EBUSY`; otherwise we attach and let go.
+fn ensure_tap_detached() -> io::Result<()> {
+    match attach_tap() {
+        Ok(_attached) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+            Err(io::Error::other("the TAP is still attached to a VMM"))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Attaches to the slot's TAP in the calling thread's namespace, as a VMM does; the TAP is
+/// held until the file is closed.
+pub fn attach_tap() -> io::Result<File> {
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: an all-zero ifreq is valid; the name is shorter than IFNAMSIZ and stays
+    // NUL-terminated.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(TAP_NAME.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tun)
+}
+
+/// Netfilter netlink: conntrack subsystem, delete message (no tuple = flush the table).
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLMSG_HEADER_LEN: usize = 16;
+const NFGENMSG_LEN: usize = 4;
+
+/// Empties the namespace's connection tracking table (both address families).
+fn flush_conntrack() -> io::Result<()> {
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_receive_timeout(&socket)?;
+
+    let request = conntrack_flush_request(1);
+    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: buffer and address are valid for the given lengths.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 256];
+    // SAFETY: the buffer is valid for its length.
+    let received = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            reply.as_mut_ptr().cast(),
+            reply.len(),
+            0,
+        )
+    };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    parse_ack(&reply[..received as usize])
+}
+
+fn set_receive_timeout(socket: &OwnedFd) -> io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: the option value is a timeval that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `nlmsghdr` + `nfgenmsg` asking to delete every conntrack entry, with an acknowledgement.
+fn conntrack_flush_request(sequence: u32) -> [u8; NLMSG_HEADER_LEN + NFGENMSG_LEN] {
+    let mut message = [0u8; NLMSG_HEADER_LEN + NFGENMSG_LEN];
+    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    let length = (NLMSG_HEADER_LEN + NFGENMSG_LEN) as u32;
+    message[0..4].copy_from_slice(&length.to_ne_bytes());
+    message[4..6].copy_from_slice(&kind.to_ne_bytes());
+    message[6..8].copy_from_slice(&flags.to_ne_bytes());
+    message[8..12].copy_from_slice(&sequence.to_ne_bytes());
+    // Port id 0; nfgenmsg: family AF_UNSPEC (all), version 0, resource id 0.
+    message
+}
+
+/// Reads the kernel's `NLMSG_ERROR` answer: error 0 is the acknowledgement.
+fn parse_ack(reply: &[u8]) -> io::Result<()> {
+    if reply.len() < NLMSG_HEADER_LEN + 4 {
+        return Err(io::Error::other("short netlink reply"));
+    }
+    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
+    if kind != libc::NLMSG_ERROR as u16 {
+        return Err(io::Error::other(format!(
+            "unexpected netlink reply type {kind}"
+        )));
+    }
+    let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+    match errno {
+        0 => Ok(()),
+        negative => Err(io::Error::from_raw_os_error(-negative)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_request_is_a_conntrack_delete_with_ack() {
+        let message = conntrack_flush_request(7);
+        assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 20);
+        assert_eq!(u16::from_ne_bytes([message[4], message[5]]), 0x0102);
+        assert_eq!(u16::from_ne_bytes([message[6], message[7]]), 0x0005);
+        assert_eq!(u32::from_ne_bytes(message[8..12].try_into().unwrap()), 7);
+        assert_eq!(&message[16..], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn acks_and_errors_are_told_apart() {
+        let mut reply = [0u8; 36];
+        reply[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        assert!(parse_ack(&reply).is_ok());
+        reply[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_ack(&reply).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert!(parse_ack(&reply[..10]).is_err());
+        reply[4..6].copy_from_slice(&3u16.to_ne_bytes());
+        assert!(parse_ack(&reply).is_err());
+    }
+}

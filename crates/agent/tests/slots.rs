@@ -1,0 +1,199 @@
+//! The slot pool with real namespaces, veths, TAPs, nftables and conntrack (no VMs): released
+//! slots are scrubbed and reused with their internet access, slots whose TAP is still held are
+//! torn down, and spares beyond the target are trimmed after a quiet spell.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{host_objects, InstanceLease};
+use wrenn_agent::network::{
+    scrub, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool,
+};
+
+async fn started_manager(lease: &InstanceLease) -> NetworkManager {
+    let manager = NetworkManager::new(&lease.instance(), lease.slot_network().parse().unwrap());
+    manager.reclaim_and_init().await.expect("host table");
+    manager
+}
+
+/// Veths in the host table's internet set.
+fn internet_set(instance: &str) -> String {
+    let out = std::process::Command::new("nft")
+        .args([
+            "list",
+            "set",
+            "inet",
+            &format!("wrenn_{instance}"),
+            "internet",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_internet_set(instance: &str, slot: &NetworkSlot) -> bool {
+    internet_set(instance).contains(&format!("\"{}\"", slot.host_veth))
+}
+
+fn conntrack_entries(slot: &NetworkSlot) -> u64 {
+    scrub::in_netns(&slot.netns_path(), || {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+    })
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Opens the slot's TAP as a VMM would and keeps it open while the file lives.
+fn hold_tap(slot: &NetworkSlot) -> std::fs::File {
+    scrub::in_netns(&slot.netns_path(), scrub::attach_tap).expect("attach to the TAP")
+}
+
+/// Slots on the host, while none is being made or torn down.
+async fn slot_count(instance: &str) -> usize {
+    let (netns, links, _) = host_objects(instance).await;
+    assert_eq!(
+        netns.len(),
+        links.len(),
+        "netns {netns:?} vs links {links:?}"
+    );
+    netns.len()
+}
+
+/// Slots on the host once background work settles: (netns, links) counts.
+async fn settled_slot_counts(instance: &str) -> (usize, usize) {
+    let (netns, links, _) = host_objects(instance).await;
+    (netns.len(), links.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn released_slots_are_scrubbed_and_reused_with_their_internet_access() {
+    let lease = InstanceLease::acquire();
+    let instance = lease.instance();
+    let pool = SlotPool::start(
+        started_manager(&lease).await,
+        PoolSettings {
+            target: 0,
+            keep: 2,
+            trim_after: Duration::from_secs(3600),
+        },
+    );
+    let a = pool.acquire(InternetAccess::Allowed).await.unwrap();
+    let b = pool.acquire(InternetAccess::Blocked).await.unwrap();
+    assert!(in_internet_set(&instance, &a));
+    assert!(!in_internet_set(&instance, &b));
+
+    // Connection state inside a's namespace: the host tries the guest, nobody answers.
+    let attempt = std::net::TcpStream::connect_timeout(
+        &(a.addrs.ns_ip, 5000).into(),
+        Duration::from_millis(300),
+    );
+    assert!(attempt.is_err(), "no guest should answer");
+    assert!(
+        conntrack_entries(&a) >= 1,
+        "the attempt left no conntrack entry"
+    );
+    // b's TAP is still held, as by a VMM that did not exit.
+    let held = hold_tap(&b);
+
+    pool.release(a.clone()).await;
+    pool.release(b.clone()).await;
+    let spares = pool.spares();
+    assert_eq!(
+        spares.iter().map(|s| s.index).collect::<Vec<_>>(),
+        vec![a.index],
+        "only the free slot is kept"
+    );
+    assert_eq!(spares[0].internet, InternetAccess::Allowed);
+    assert_eq!(
+        conntrack_entries(&a),
+        0,
+        "the kept slot still tracks connections"
+    );
+    assert!(a.netns_path().exists());
+    assert!(!b.netns_path().exists(), "a slot with a held TAP was kept");
+    drop(held);
+    assert_eq!(slot_count(&instance).await, 1);
+
+    // Reused for a sandbox without internet: its element leaves the host table.
+    let reused = pool.acquire(InternetAccess::Blocked).await.unwrap();
+    assert_eq!(reused.index, a.index);
+    assert_eq!(reused.internet, InternetAccess::Blocked);
+    assert!(!in_internet_set(&instance, &reused));
+    assert_eq!(slot_count(&instance).await, 1, "reuse made a new slot");
+    pool.release(reused).await;
+    // ...and for one with internet again.
+    let reused = pool.acquire(InternetAccess::Allowed).await.unwrap();
+    assert_eq!(reused.index, a.index);
+    assert!(in_internet_set(&instance, &reused));
+
+    // At most `keep` spares: the third released slot is torn down.
+    let more = [
+        pool.acquire(InternetAccess::Blocked).await.unwrap(),
+        pool.acquire(InternetAccess::Blocked).await.unwrap(),
+    ];
+    assert_eq!(slot_count(&instance).await, 3);
+    pool.release(reused).await;
+    for slot in more {
+        pool.release(slot).await;
+    }
+    assert_eq!(pool.spares().len(), 2);
+    assert_eq!(slot_count(&instance).await, 2);
+
+    pool.close().await;
+    assert_eq!(slot_count(&instance).await, 0);
+    assert!(!internet_set(&instance).contains(&format!("\"{instance}-")));
+    pool.manager().remove_host_table().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spares_beyond_the_target_are_trimmed_after_quiet() {
+    let lease = InstanceLease::acquire();
+    let instance = lease.instance();
+    let pool = SlotPool::start(
+        started_manager(&lease).await,
+        PoolSettings {
+            target: 1,
+            keep: 3,
+            trim_after: Duration::from_secs(1),
+        },
+    );
+    let wait_for = |expected: usize| {
+        let instance = instance.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let counts = settled_slot_counts(&instance).await;
+                if counts == (expected, expected) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "(netns, links) {counts:?}, expected {expected} slots"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(1).await; // the spare
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(pool.acquire(InternetAccess::Blocked).await.unwrap());
+    }
+    let last_demand = Instant::now();
+    wait_for(4).await; // three in use, one refilled spare
+    for slot in taken {
+        pool.release(slot).await;
+    }
+    assert_eq!(pool.spares().len(), 3, "released slots were not kept");
+    wait_for(1).await; // trimmed back to the target
+    assert!(
+        last_demand.elapsed() >= Duration::from_secs(1),
+        "trimmed before a quiet second"
+    );
+    pool.close().await;
+    assert_eq!(slot_count(&instance).await, 0);
+    pool.manager().remove_host_table().await;
+}
