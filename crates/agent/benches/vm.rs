@@ -499,14 +499,7 @@ async fn raw_qemu_floor(
     let slot = network.acquire(InternetAccess::Blocked).await?;
     let dir = tempfile::tempdir()?;
     let overlay = dir.path().join("rootfs.qcow2");
-    create_overlay(
-        Path::new("qemu-img"),
-        &template.rootfs_path,
-        BaseFormat::Raw,
-        &overlay,
-        1024,
-    )
-    .await?;
+    create_overlay(&template.rootfs_path, BaseFormat::Raw, &overlay, 1024)?;
     let spec = VmSpec {
         name: format!("wrenn.{}.floor", lease.instance()),
         vcpus: 1,

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn chains_include_every_source() {
         let io = std::io::Error::other("disk on fire");
-        let outer = crate::disk::DiskError::Create {
+        let outer = crate::disk::DiskError::Rebase {
             path: "/a".into(),
             base: "/b".into(),
             source: crate::command::CommandError::Spawn {
@@ -91,7 +91,7 @@ mod tests {
         };
         assert_eq!(
             error_chain(&outer),
-            "create overlay /a over /b: run qemu-img: disk on fire"
+            "rebase /a onto /b: run qemu-img: disk on fire"
         );
     }
 }

@@ -250,7 +250,7 @@ impl ImageStore {
                 if let Ok(meta) = std::fs::metadata(&current) {
                     files.insert((meta.dev(), meta.ino()));
                 }
-                next = crate::disk::qcow2_backing_file(&current).ok().flatten();
+                next = crate::disk::qcow2::backing_file(&current).ok().flatten();
             }
         }
         files

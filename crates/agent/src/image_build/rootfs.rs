@@ -306,7 +306,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let backing = crate::disk::qcow2_backing_file(&overlay).unwrap().unwrap();
+        let backing = crate::disk::qcow2::backing_file(&overlay).unwrap().unwrap();
         assert_eq!(backing, dir.path().join("rootfs-a.ext4"));
         let protected = {
             use std::os::unix::fs::MetadataExt;

@@ -250,21 +250,18 @@ impl SandboxActor {
         std::fs::create_dir_all(&self.dir).map_err(|e| internal("create sandbox directory", &e))?;
         let snapshot = plan.template.snapshot.as_ref();
         let overlay = self.dir.join(disk::OVERLAY_FILE);
-        // The disk and the network slot are independent: prepare them side by side.
-        let (disk, slot) = tokio::join!(
-            disk::create_overlay(
-                &self.ctx.config.qemu_img_binary,
-                &plan.template.rootfs_path,
-                if snapshot.is_some() {
-                    BaseFormat::Qcow2
-                } else {
-                    BaseFormat::Raw
-                },
-                &overlay,
-                u64::from(plan.disk_mb),
-            ),
-            self.ctx.network.acquire(plan.request.internet)
+        // Writing the overlay takes well under a millisecond; the slot may need `ip` and `nft`.
+        let disk = disk::create_overlay(
+            &plan.template.rootfs_path,
+            if snapshot.is_some() {
+                BaseFormat::Qcow2
+            } else {
+                BaseFormat::Raw
+            },
+            &overlay,
+            u64::from(plan.disk_mb),
         );
+        let slot = self.ctx.network.acquire(plan.request.internet).await;
         let slot = slot.map_err(|e| match e {
             crate::network::NetworkError::Exhausted { .. } => {
                 BootOutcome::Failed(ApiError::ResourceExhausted(e.to_string()))

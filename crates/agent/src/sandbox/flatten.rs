@@ -317,7 +317,7 @@ mod tests {
         }
 
         assert_eq!(images.lineage("b"), ["b", "base"].map(String::from).into());
-        let backing = crate::disk::qcow2_backing_file(&b).unwrap();
+        let backing = crate::disk::qcow2::backing_file(&b).unwrap();
         assert_eq!(
             backing.unwrap(),
             images.template_dir("base").join("rootfs.ext4")

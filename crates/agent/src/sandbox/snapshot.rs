@@ -163,13 +163,11 @@ impl SandboxActor {
         };
         let disk_mb = u64::from(self.info.borrow().disk_mb);
         disk::create_overlay(
-            &self.ctx.config.qemu_img_binary,
             &final_dir.join(FROZEN_DISK),
             BaseFormat::Qcow2,
             &self.dir.join(OVERLAY_FILE),
             disk_mb,
         )
-        .await
         .map_err(|e| ApiError::internal(&e))?;
         // The sandbox now stands on the new template, and its RAM is its own. Recorded before
         // its VMM opens the new overlay, so a flattening finishing later only over-counts.
