@@ -54,6 +54,29 @@ pub fn join_netns_at_exec(command: &mut Command, netns: File) {
     }
 }
 
+/// Hands `file` to the command's process as descriptor `target` (open across exec).
+pub fn inherit_fd_at_exec(command: &mut Command, file: File, target: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2(2) and
+    // fcntl(2), which are async-signal-safe; `file` was opened before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = file.as_raw_fd();
+            let result = if fd == target {
+                // dup2 onto itself keeps close-on-exec set; clear it instead.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if result < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+}
+
 /// Turns transparent huge pages off for the command's process (the setting survives exec).
 /// QEMU asks for huge pages on its TCG translation cache; with them every touched 2 MiB of the
 /// cache is resident, so an idle VM holds the whole cache in RAM.

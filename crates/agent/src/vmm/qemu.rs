@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -136,7 +137,11 @@ impl Vmm for QemuVmm {
         saved: SavedState<'_>,
         after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError> {
-        let mut instance = self.spawn(spec, BootMode::Incoming).await?;
+        let state = File::open(saved.file).map_err(|source| VmmError::RunDir {
+            path: saved.file.to_owned(),
+            source,
+        })?;
+        let mut instance = self.spawn(spec, BootMode::Incoming(state)).await?;
         let restored = async {
             let qmp = &mut instance.qmp;
             // The capability changes the stream's format, so it must match the saving side.
@@ -147,7 +152,7 @@ impl Vmm for QemuVmm {
             .await?;
             qmp.execute(
                 "migrate-incoming",
-                Some(json!({ "uri": format!("exec:cat {}", shell_quote(saved.file)) })),
+                Some(json!({ "uri": format!("fd:{STATE_FD}") })),
             )
             .await?;
             wait_for_migration(qmp, "restore saved state", MIGRATION_TIMEOUT).await?;
@@ -168,12 +173,18 @@ impl Vmm for QemuVmm {
 }
 
 /// Whether QEMU boots the kernel or waits for saved state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum BootMode {
     Fresh,
-    /// Paused (`-S`) until `migrate-incoming` loaded the state and `cont` resumed it.
-    Incoming,
+    /// Paused (`-S`) until `migrate-incoming` loaded the state, read from this file (handed
+    /// to QEMU as descriptor `STATE_FD`: no shell and `cat` in between), and `cont` resumed it.
+    Incoming(File),
 }
+
+/// Descriptor number QEMU inherits the saved state file as.
+const STATE_FD: i32 = 3;
+/// Name the state file's descriptor is registered under (`getfd`) for saving.
+const STATE_FD_NAME: &str = "state";
 
 /// Saved-state transfers are small (RAM stays in its file), so this is generous.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -188,11 +199,6 @@ fn unlimited_bandwidth() -> serde_json::Value {
 /// refuses RAM for a block it maps shared, which restoring a clone into its own file needs.
 fn ignore_shared_memory(on: bool) -> serde_json::Value {
     json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": on }] })
-}
-
-/// Single-quotes a path for the shell QEMU runs `exec:` migrations in.
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 async fn wait_for_migration(
@@ -241,9 +247,13 @@ impl QemuVmm {
 
         let mut command = Command::new(&self.binary);
         command.args(qemu_args(spec, self.tcg_cache_mb));
-        if mode == BootMode::Incoming {
-            command.args(["-S", "-incoming", "defer"]);
-        }
+        let incoming_state = match mode {
+            BootMode::Fresh => None,
+            BootMode::Incoming(state) => {
+                command.args(["-S", "-incoming", "defer"]);
+                Some(state)
+            }
+        };
         command
             .stdin(Stdio::null())
             .stdout(log)
@@ -253,6 +263,10 @@ impl QemuVmm {
         crate::command::join_netns_at_exec(&mut command, netns);
         if spec.accelerator == Accelerator::Tcg {
             crate::command::no_transparent_huge_pages_at_exec(&mut command);
+        }
+        // Last: the earlier hooks use descriptors that may have the number it takes over.
+        if let Some(state) = incoming_state {
+            crate::command::inherit_fd_at_exec(&mut command, state, STATE_FD);
         }
         let mut child = command.spawn().map_err(|source| VmmError::Spawn {
             binary: self.binary.clone(),
@@ -340,9 +354,21 @@ impl VmInstance for QemuInstance {
         .await?;
         qmp.execute("migrate-set-parameters", Some(unlimited_bandwidth()))
             .await?;
+        // Handed over as a descriptor: no shell and `cat` forked from a QEMU this size.
+        let state = File::create(state_file).map_err(|source| VmmError::RunDir {
+            path: state_file.to_owned(),
+            source,
+        })?;
+        qmp.execute_with_fd(
+            "getfd",
+            Some(json!({ "fdname": STATE_FD_NAME })),
+            state.as_fd(),
+        )
+        .await?;
+        drop(state);
         qmp.execute(
             "migrate",
-            Some(json!({ "uri": format!("exec:cat > {}", shell_quote(state_file)) })),
+            Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
         )
         .await?;
         wait_for_migration(qmp, "save device state", MIGRATION_TIMEOUT).await?;

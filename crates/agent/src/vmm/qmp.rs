@@ -1,5 +1,6 @@
 //! A minimal QEMU Machine Protocol client: newline-delimited JSON over a unix socket.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,12 +82,7 @@ impl QmpClient {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QmpError> {
-        let mut message = json!({ "execute": command });
-        if let Some(arguments) = arguments {
-            message["arguments"] = arguments;
-        }
-        let mut line = message.to_string();
-        line.push('\n');
+        let line = command_line(command, arguments);
         self.writer
             .write_all(line.as_bytes())
             .await
@@ -94,6 +90,44 @@ impl QmpClient {
                 command: command.to_owned(),
                 source,
             })?;
+        self.read_reply(command).await
+    }
+
+    /// Like `execute`, with `fd` passed along (SCM_RIGHTS), as `getfd` and `add-fd` expect.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, QmpError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let line = command_line(command, arguments);
+        let io_error = |source| QmpError::Io {
+            command: command.to_owned(),
+            source,
+        };
+        let socket: &UnixStream = self.writer.as_ref();
+        let mut sent = 0;
+        while sent < line.len() {
+            socket.writable().await.map_err(io_error)?;
+            let fds = [fd.as_raw_fd()];
+            // The descriptor rides on the first byte only.
+            let rights = [ControlMessage::ScmRights(&fds)];
+            let control: &[ControlMessage] = if sent == 0 { &rights } else { &[] };
+            let chunk = [std::io::IoSlice::new(&line.as_bytes()[sent..])];
+            match socket.try_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(socket.as_raw_fd(), &chunk, control, MsgFlags::empty(), None)
+                    .map_err(std::io::Error::from)
+            }) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        self.read_reply(command).await
+    }
+
+    async fn read_reply(&mut self, command: &str) -> Result<Value, QmpError> {
         loop {
             let reply = self.read_message(command).await?;
             if let Some(value) = reply.get("return") {
@@ -130,4 +164,15 @@ impl QmpClient {
             source,
         })
     }
+}
+
+/// One command as QMP's newline-terminated JSON.
+fn command_line(command: &str, arguments: Option<Value>) -> String {
+    let mut message = json!({ "execute": command });
+    if let Some(arguments) = arguments {
+        message["arguments"] = arguments;
+    }
+    let mut line = message.to_string();
+    line.push('\n');
+    line
 }
