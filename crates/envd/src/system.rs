@@ -47,9 +47,9 @@ pub fn set_wall_clock(unix_time_nanos: i64) -> Result<(), SystemError> {
     match before {
         Some(before) => {
             let correction_ms = (timespec_nanos(target) - timespec_nanos(before)) / 1_000_000;
-            tracing::info!(correction_ms, "set wall clock");
+            tracing::debug!(correction_ms, "set wall clock");
         }
-        None => tracing::info!("set wall clock"),
+        None => tracing::debug!("set wall clock"),
     }
     Ok(())
 }
@@ -80,7 +80,7 @@ pub fn add_entropy(entropy: &[u8]) -> Result<(), SystemError> {
     if result < 0 {
         return Err(SystemError::AddEntropy(std::io::Error::last_os_error()));
     }
-    tracing::info!(bytes = entropy.len(), "credited entropy");
+    tracing::debug!(bytes = entropy.len(), "credited entropy");
     Ok(())
 }
 
@@ -89,6 +89,6 @@ pub fn set_hostname(hostname: &str) -> Result<(), SystemError> {
         hostname: hostname.to_owned(),
         source,
     })?;
-    tracing::info!(hostname, "set hostname");
+    tracing::debug!(hostname, "set hostname");
     Ok(())
 }

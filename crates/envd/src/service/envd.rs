@@ -71,7 +71,7 @@ impl Envd for EnvdService {
         self.state.processes.set_sandbox_env(request.env);
         let rotated = self.state.auth.is_initialized();
         self.state.auth.set_token(request.access_token);
-        tracing::info!(rotated, env_vars, "initialized");
+        tracing::debug!(rotated, env_vars, "initialized");
         Ok(Response::new(InitResponse {
             version: VERSION.to_owned(),
         }))
