@@ -22,7 +22,15 @@ fn main() -> ExitCode {
         Err(_) => logs.with_max_level(tracing::Level::INFO).init(),
     }
 
-    let result = tokio::runtime::Builder::new_multi_thread()
+    // One vCPU gains nothing from worker threads; every hand-off between them is a futex
+    // wake-up and a context switch, which under TCG is first-time guest code after a restore.
+    let single_cpu = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    let mut runtime = if single_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let result = runtime
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
