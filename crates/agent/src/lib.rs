@@ -14,6 +14,7 @@ pub mod image_build;
 pub mod images;
 pub mod lease;
 pub mod network;
+pub mod pins;
 pub mod reclaim;
 pub mod sandbox;
 pub mod server;

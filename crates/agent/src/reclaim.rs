@@ -19,6 +19,8 @@ pub struct ReclaimReport {
     pub netns: Vec<String>,
     pub links: Vec<String>,
     pub sandbox_dirs: Vec<String>,
+    /// Pins on template images held for sandboxes that no longer exist.
+    pub pins: Vec<String>,
 }
 
 impl ReclaimReport {
@@ -27,6 +29,7 @@ impl ReclaimReport {
             && self.netns.is_empty()
             && self.links.is_empty()
             && self.sandbox_dirs.is_empty()
+            && self.pins.is_empty()
     }
 }
 
@@ -42,6 +45,9 @@ pub async fn reclaim(
     report.netns = net.netns;
     report.links = net.links;
     report.sandbox_dirs = remove_sandbox_dirs(&config.state_dir);
+    report.pins = crate::pins::remove_stale(&config.images_dir, &config.instance, |id| {
+        config.state_dir.join(id).is_dir()
+    });
     if !report.is_empty() {
         tracing::warn!(?report, "reclaimed leftovers of a previous run");
     }

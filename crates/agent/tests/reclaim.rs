@@ -121,6 +121,15 @@ async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
     );
     let sandboxes = data.path().join("sandboxes");
     assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 3);
+    let pin = |id: &str| {
+        common::images_dir()
+            .join("templates/minimal/.pins")
+            .join(format!("{instance}.{id}"))
+    };
+    assert!(
+        ids.iter().all(|id| pin(id).exists()),
+        "every sandbox pins its base image"
+    );
 
     let mut agent = spawn_agent(&lease, data.path());
     let mut client = connect(&agent).await;
@@ -133,6 +142,11 @@ async fn restart_after_kill_9_reclaims_running_vms_and_adopts_paused_ones() {
         1,
         "only the paused sandbox stays"
     );
+    assert!(
+        !pin(&ids[0]).exists() && !pin(&ids[1]).exists(),
+        "stale pins kept"
+    );
+    assert!(pin(&ids[2]).exists(), "the paused sandbox lost its pin");
     let listed = list(&mut client).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(

@@ -60,8 +60,14 @@ async fn boots_runs_python_and_destroys_without_leftovers() {
         .join("sandboxes")
         .join(&sandbox.sandbox_id);
     assert!(sandbox_dir.join("rootfs.qcow2").exists());
+    // The base image is pinned against pruning while the sandbox stands on it.
+    let pin = common::images_dir()
+        .join("templates/minimal/.pins")
+        .join(format!("{}.{}", host.instance(), sandbox.sandbox_id));
+    assert!(pin.exists(), "no pin at {}", pin.display());
 
     host.destroy(&sandbox.sandbox_id).await;
+    assert!(!pin.exists(), "pin left behind");
     let (netns, links, pids) = host_objects(&host.instance()).await;
     assert!(netns.is_empty(), "netns left behind: {netns:?}");
     assert!(links.is_empty(), "veth left behind: {links:?}");

@@ -195,7 +195,8 @@ const KEPT_OLD_IMAGES: usize = 2;
 
 /// Deletes root filesystem images older than the newest [`KEPT_OLD_IMAGES`] previous ones, so
 /// repeated rebuilds (every envd change in development) do not fill the disk. Images a snapshot
-/// template's disk stands on (`protected`, as device and inode) are kept whatever their age.
+/// template's disk stands on (`protected`, as device and inode) and images pinned by a sandbox
+/// (pins.rs) are kept whatever their age.
 fn prune_old_images(template_dir: &Path, current: &str, protected: &HashSet<(u64, u64)>) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(template_dir) else {
@@ -215,6 +216,10 @@ fn prune_old_images(template_dir: &Path, current: &str, protected: &HashSet<(u64
             .is_ok_and(|meta| protected.contains(&(meta.dev(), meta.ino())));
         if in_use {
             tracing::info!(image = %path.display(), "keeping an old template image a snapshot stands on");
+            continue;
+        }
+        if crate::pins::is_pinned(&path) {
+            tracing::info!(image = %path.display(), "keeping an old template image a sandbox stands on");
             continue;
         }
         match std::fs::remove_file(&path) {
@@ -273,8 +278,10 @@ mod tests {
     }
 
     #[test]
-    fn pruning_keeps_the_current_two_previous_and_snapshot_backed_images() {
-        let dir = tempfile::tempdir().unwrap();
+    fn pruning_keeps_the_current_two_previous_snapshot_backed_and_pinned_images() {
+        let images = tempfile::tempdir().unwrap();
+        let dir = images.path().join("templates/minimal");
+        std::fs::create_dir_all(&dir).unwrap();
         for (i, name) in [
             "rootfs.ext4",
             "rootfs-a.ext4",
@@ -285,7 +292,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let path = dir.path().join(name);
+            let path = dir.as_path().join(name);
             std::fs::write(&path, "x").unwrap();
             let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
             std::fs::File::options()
@@ -295,27 +302,29 @@ mod tests {
                 .set_modified(mtime)
                 .unwrap();
         }
-        std::fs::write(dir.path().join("template.json"), "{}").unwrap();
+        std::fs::write(dir.as_path().join("template.json"), "{}").unwrap();
         // A snapshot's disk stands on the oldest image: that one stays too.
-        let overlay = dir.path().join("snapshot-disk.qcow2");
+        let overlay = dir.as_path().join("snapshot-disk.qcow2");
         let status = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(dir.path().join("rootfs-a.ext4"))
+            .arg(dir.as_path().join("rootfs-a.ext4"))
             .arg(&overlay)
             .arg("1M")
             .status()
             .unwrap();
         assert!(status.success());
         let backing = crate::disk::qcow2::backing_file(&overlay).unwrap().unwrap();
-        assert_eq!(backing, dir.path().join("rootfs-a.ext4"));
+        assert_eq!(backing, dir.as_path().join("rootfs-a.ext4"));
         let protected = {
             use std::os::unix::fs::MetadataExt;
             let meta = std::fs::metadata(&backing).unwrap();
             HashSet::from([(meta.dev(), meta.ino())])
         };
-        prune_old_images(dir.path(), "rootfs-d.ext4", &protected);
+        // A sandbox booted long ago stands on the very first image.
+        crate::pins::pin(&dir.as_path().join("rootfs.ext4"), "wt1", "sb-old").unwrap();
+        prune_old_images(dir.as_path(), "rootfs-d.ext4", &protected);
         std::fs::remove_file(&overlay).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        let mut left: Vec<String> = std::fs::read_dir(dir.as_path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -323,13 +332,19 @@ mod tests {
         assert_eq!(
             left,
             [
+                ".pins",
                 "rootfs-a.ext4",
                 "rootfs-b.ext4",
                 "rootfs-c.ext4",
                 "rootfs-d.ext4",
+                "rootfs.ext4",
                 "template.json"
             ]
         );
+        // Once the sandbox is gone, the next rebuild prunes it.
+        crate::pins::unpin(images.path(), "wt1", "sb-old");
+        prune_old_images(dir.as_path(), "rootfs-d.ext4", &protected);
+        assert!(!dir.as_path().join("rootfs.ext4").exists());
     }
 
     #[test]

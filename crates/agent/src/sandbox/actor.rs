@@ -260,7 +260,19 @@ impl SandboxActor {
             },
             &overlay,
             u64::from(plan.disk_mb),
-        );
+        )
+        .map_err(|e| internal("create root disk", &e))
+        .and_then(|()| match snapshot {
+            // A base image is pinned against pruning; a snapshot's chain is kept by its
+            // template's reference count.
+            None => crate::pins::pin(
+                &plan.template.rootfs_path,
+                &self.ctx.config.instance,
+                self.info.borrow().id.as_str(),
+            )
+            .map_err(|e| internal("pin the template image", &e)),
+            Some(_) => Ok(()),
+        });
         let slot = self.ctx.network.acquire(plan.request.internet).await;
         let slot = slot.map_err(|e| match e {
             crate::network::NetworkError::Exhausted { .. } => {
@@ -270,11 +282,11 @@ impl SandboxActor {
         });
         let slot = match (disk, slot) {
             (Ok(()), Ok(slot)) => slot,
-            (Err(e), slot) => {
+            (Err(outcome), slot) => {
                 if let Ok(slot) = slot {
                     self.ctx.network.release(slot).await;
                 }
-                return Err(internal("create root disk", &e));
+                return Err(outcome);
             }
             (Ok(()), Err(outcome)) => return Err(outcome),
         };
@@ -394,6 +406,11 @@ impl SandboxActor {
         if let Some(slot) = self.slot.take() {
             self.ctx.network.release(slot).await;
         }
+        crate::pins::unpin(
+            &self.ctx.config.images_dir,
+            &self.ctx.config.instance,
+            self.info.borrow().id.as_str(),
+        );
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "remove sandbox directory");
