@@ -49,7 +49,11 @@ pub fn image_size(used_bytes: u64) -> u64 {
 pub fn mkfs_command(staging: &Path, image: &Path) -> Command {
     let mut cmd = Command::new("mkfs.ext4");
     // -m 0: no blocks reserved for root; sandbox code runs as `user` and should get them all.
+    // lazy_itable_init=0: inode tables are zeroed here, once. Otherwise every guest's kernel
+    // zeroes them in the background (ext4lazyinit) into its own overlay: ~20 MiB of writes,
+    // CPU and translated code per sandbox and clone.
     cmd.args(["-q", "-F", "-L", "rootfs", "-b", "4096", "-m", "0"])
+        .args(["-E", "lazy_itable_init=0"])
         .arg("-i")
         .arg(BYTES_PER_INODE.to_string())
         .arg("-d")
@@ -203,7 +207,7 @@ mod tests {
     fn mkfs_arguments() {
         assert_eq!(
             display(&mkfs_command(Path::new("/s"), Path::new("/i.ext4"))),
-            "mkfs.ext4 -q -F -L rootfs -b 4096 -m 0 -i 8192 -d /s /i.ext4"
+            "mkfs.ext4 -q -F -L rootfs -b 4096 -m 0 -E lazy_itable_init=0 -i 8192 -d /s /i.ext4"
         );
     }
 

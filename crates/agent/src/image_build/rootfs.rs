@@ -25,8 +25,9 @@ use super::scratch::{self, ScratchError};
 use super::trim::{self, TrimError};
 use crate::images::{ImageStore, TemplateManifest};
 
-/// Bumped when staging changes (trim list, user, identity files), so templates are rebuilt.
-const TEMPLATE_BUILDER_VERSION: &str = "1";
+/// Bumped when staging or the file system's layout changes (trim list, user, identity files,
+/// mkfs options), so templates are rebuilt.
+const TEMPLATE_BUILDER_VERSION: &str = "2";
 
 /// File name of the root filesystem inside the template directory. The inputs key is part of
 /// it, so a rebuild writes a new file instead of changing one that overlays are backed by.
