@@ -50,7 +50,7 @@ pub fn mkfs_command(staging: &Path, image: &Path) -> Command {
     let mut cmd = Command::new("mkfs.ext4");
     // -m 0: no blocks reserved for root; sandbox code runs as `user` and should get them all.
     // lazy_itable_init=0: inode tables are zeroed here, once. Otherwise every guest's kernel
-    // zeroes them in the background (ext4lazyinit) into its own overlay: ~20 MiB of writes,
+    // zeroes them in the background (ext4lazyinit) into its own overlay: 18 MiB of writes,
     // CPU and translated code per sandbox and clone.
     cmd.args(["-q", "-F", "-L", "rootfs", "-b", "4096", "-m", "0"])
         .args(["-E", "lazy_itable_init=0"])
