@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{host_objects, InstanceLease};
 use wrenn_agent::network::{
-    scrub, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool,
+    nft, scrub, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool,
 };
 
 async fn started_manager(lease: &InstanceLease) -> NetworkManager {
@@ -95,6 +95,18 @@ async fn released_slots_are_scrubbed_and_reused_with_their_internet_access() {
         conntrack_entries(&a) >= 1,
         "the attempt left no conntrack entry"
     );
+    // On the host the attempt is tracked too, marked as the slot's.
+    let host_marked =
+        |slot: &NetworkSlot| scrub::count_conntrack_marked(nft::slot_mark(&slot.addrs)).unwrap();
+    assert!(
+        host_marked(&a) >= 1,
+        "the host did not mark the slot's connection"
+    );
+    let _ = std::net::TcpStream::connect_timeout(
+        &(b.addrs.ns_ip, 5000).into(),
+        Duration::from_millis(300),
+    );
+    assert!(host_marked(&b) >= 1);
     // b's TAP is still held, as by a VMM that did not exit.
     let held = hold_tap(&b);
 
@@ -111,6 +123,16 @@ async fn released_slots_are_scrubbed_and_reused_with_their_internet_access() {
         conntrack_entries(&a),
         0,
         "the kept slot still tracks connections"
+    );
+    assert_eq!(
+        host_marked(&a),
+        0,
+        "the host still tracks the kept slot's connections"
+    );
+    assert_eq!(
+        host_marked(&b),
+        0,
+        "the host still tracks a removed slot's connections"
     );
     assert!(a.netns_path().exists());
     assert!(!b.netns_path().exists(), "a slot with a held TAP was kept");

@@ -140,9 +140,12 @@ impl NetworkManager {
             }
         }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(NetworkError::Forwarding)?;
-        nft::apply(&nft::host_ruleset(&self.instance), Namespace::Host)
-            .await
-            .map_err(NetworkError::HostTable)?;
+        nft::apply(
+            &nft::host_ruleset(&self.instance, self.network),
+            Namespace::Host,
+        )
+        .await
+        .map_err(NetworkError::HostTable)?;
         Ok(reclaimed)
     }
 
@@ -253,7 +256,8 @@ impl NetworkManager {
                 "the host end of the veth pair is gone",
             ));
         }
-        scrub::scrub(&slot.netns_path())
+        scrub::scrub(&slot.netns_path())?;
+        scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs))
     }
 
     /// Tears a slot down and returns its index to the pool. Never fails: leftovers are logged
@@ -272,6 +276,10 @@ impl NetworkManager {
             if let Err(e) = ip::delete_netns(&slot.netns).await {
                 tracing::warn!(netns = slot.netns, error = %e, "delete network namespace");
             }
+        }
+        // The index is free for another sandbox: forget this one's connections on the host.
+        if let Err(e) = scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs)) {
+            tracing::warn!(netns = slot.netns, error = %e, "flush the slot's host connections");
         }
         self.in_use.lock().unwrap().remove(&slot.index);
     }

@@ -3,6 +3,7 @@
 
 use super::{SlotAddresses, GUEST_IP};
 use crate::command::{self, CommandError, Namespace};
+use crate::config::SlotNetwork;
 
 /// Destinations a sandbox never reaches even with internet on: the host's networks, link-local
 /// metadata services, and other reserved ranges.
@@ -34,16 +35,36 @@ pub fn host_table_name(instance: &str) -> String {
     format!("wrenn_{instance}")
 }
 
+/// The connection-tracking mark of a slot's connections in the host namespace: its namespace
+/// address, unique on the host because agents' slot networks never overlap.
+pub fn slot_mark(addrs: &SlotAddresses) -> u32 {
+    u32::from(addrs.ns_ip)
+}
+
 /// The host table: drop sandbox -> host and sandbox -> sandbox traffic, allow egress only for
-/// veths in the `internet` set, masquerade egress. Replaces any previous copy atomically.
-pub fn host_ruleset(instance: &str) -> String {
+/// veths in the `internet` set, masquerade egress, and mark every connection through a slot's
+/// veth with [`slot_mark`] so it can be flushed when the slot changes hands. Replaces any
+/// previous copy atomically.
+pub fn host_ruleset(instance: &str, network: SlotNetwork) -> String {
     let table = host_table_name(instance);
     let veths = format!("\"{instance}-*\"");
+    let marks = (0..network.capacity())
+        .map(|index| {
+            let mark = slot_mark(&SlotAddresses::for_index(network, index));
+            format!("\"{instance}-{index}\" : {mark:#x}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "table inet {table}\n\
          delete table inet {table}\n\
          table inet {table} {{\n\
          \tset internet {{ type ifname; }}\n\
+         \tmap slot_marks {{ type ifname : mark; elements = {{ {marks} }}; }}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\toifname {veths} ct state new ct mark set oifname map @slot_marks\n\
+         \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
          \t\tiifname {veths} ct state established,related accept\n\
@@ -51,6 +72,7 @@ pub fn host_ruleset(instance: &str) -> String {
          \t}}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tiifname {veths} ct state new ct mark set iifname map @slot_marks\n\
          \t\tiifname {veths} oifname {veths} drop\n\
          \t\toifname {veths} ct state established,related accept\n\
          \t\toifname {veths} drop\n\
@@ -114,8 +136,14 @@ mod tests {
 
     #[test]
     fn host_rules_are_scoped_to_this_instance() {
-        let rules = host_ruleset("t7");
+        let rules = host_ruleset("t7", "10.250.0.0/28".parse().unwrap());
         assert!(rules.contains("table inet wrenn_t7 {"));
+        // One mark per slot: its namespace address.
+        assert!(rules.contains(
+            "elements = { \"t7-0\" : 0xafa0002, \"t7-1\" : 0xafa0006, \"t7-2\" : 0xafa000a, \"t7-3\" : 0xafa000e }"
+        ));
+        assert!(rules.contains("oifname \"t7-*\" ct state new ct mark set oifname map @slot_marks"));
+        assert!(rules.contains("iifname \"t7-*\" ct state new ct mark set iifname map @slot_marks"));
         assert!(rules.contains("iifname \"t7-*\" oifname \"t7-*\" drop"));
         assert!(rules.contains("iifname @internet accept"));
         // Recreated from scratch on every start: declare, delete, define.

@@ -1,9 +1,9 @@
 //! Work done inside a slot's network namespace from the agent itself, without spawning a
 //! tool: switching on forwarding, and scrubbing a slot so the next sandbox can reuse it.
 //!
-//! A slot may be reused once its VMM is gone (nothing holds the TAP) and the connection
-//! tracking table of the namespace is empty, so no state of the previous guest's connections
-//! leaks to the next one.
+//! A slot may be reused once its VMM is gone (nothing holds the TAP), the connection tracking
+//! table of the namespace is empty and the host's connections marked as the slot's are gone,
+//! so no state of the previous guest's connections leaks to the next one.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -80,14 +80,84 @@ pub fn attach_tap() -> io::Result<File> {
     Ok(tun)
 }
 
-/// Netfilter netlink: conntrack subsystem, delete message (no tuple = flush the table).
+/// Netfilter netlink, conntrack subsystem: message kinds and attributes used here.
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+/// Without a tuple: delete every entry (matching the mark filter, if any).
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_MARK: u16 = 8;
+const CTA_MARK_MASK: u16 = 21;
 const NLMSG_HEADER_LEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 
-/// Empties the namespace's connection tracking table (both address families).
+/// Empties the calling thread's namespace's connection tracking table (all families).
 fn flush_conntrack() -> io::Result<()> {
+    let socket = netfilter_socket()?;
+    send(
+        &socket,
+        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, None, 1),
+    )?;
+    let mut reply = [0u8; 256];
+    let received = receive(&socket, &mut reply)?;
+    parse_ack(&reply[..received])
+}
+
+/// Deletes the agent namespace's connections carrying `mark` (a slot's, see
+/// `nft::slot_mark`): a late reply to a previous guest's connection finds no entry and is
+/// not forwarded into the slot's next guest.
+pub fn flush_host_conntrack_marked(mark: u32) -> io::Result<()> {
+    let socket = netfilter_socket()?;
+    send(
+        &socket,
+        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some(mark), 1),
+    )?;
+    let mut reply = [0u8; 256];
+    let received = receive(&socket, &mut reply)?;
+    match parse_ack(&reply[..received]) {
+        // Nothing carried the mark.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Counts the calling thread's namespace's connections carrying `mark` (diagnostics, tests).
+pub fn count_conntrack_marked(mark: u32) -> io::Result<usize> {
+    let socket = netfilter_socket()?;
+    send(
+        &socket,
+        &conntrack_request(IPCTNL_MSG_CT_GET, DUMP, Some(mark), 1),
+    )?;
+    let entry = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+    let mut count = 0;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let received = receive(&socket, &mut buffer)?;
+        let mut messages = &buffer[..received];
+        while messages.len() >= NLMSG_HEADER_LEN {
+            let len = u32::from_ne_bytes(messages[0..4].try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes([messages[4], messages[5]]);
+            if kind == libc::NLMSG_DONE as u16 {
+                return Ok(count);
+            }
+            if kind == libc::NLMSG_ERROR as u16 {
+                parse_ack(messages)?;
+            }
+            if kind == entry {
+                count += 1;
+            }
+            if len < NLMSG_HEADER_LEN || len > messages.len() {
+                return Err(io::Error::other("malformed netlink message"));
+            }
+            messages = &messages[len.next_multiple_of(4).min(messages.len())..];
+        }
+    }
+}
+
+const ACK: u16 = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+const DUMP: u16 = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+
+fn netfilter_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned at once.
     let fd = unsafe {
         libc::socket(
@@ -101,43 +171,6 @@ fn flush_conntrack() -> io::Result<()> {
     }
     // SAFETY: fd was just returned by socket(2) and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_receive_timeout(&socket)?;
-
-    let request = conntrack_flush_request(1);
-    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: buffer and address are valid for the given lengths.
-    let sent = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut reply = [0u8; 256];
-    // SAFETY: the buffer is valid for its length.
-    let received = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            reply.as_mut_ptr().cast(),
-            reply.len(),
-            0,
-        )
-    };
-    if received < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    parse_ack(&reply[..received as usize])
-}
-
-fn set_receive_timeout(socket: &OwnedFd) -> io::Result<()> {
     let timeout = libc::timeval {
         tv_sec: 1,
         tv_usec: 0,
@@ -155,21 +188,65 @@ fn set_receive_timeout(socket: &OwnedFd) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(socket)
+}
+
+fn send(socket: &OwnedFd, message: &[u8]) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: buffer and address are valid for the given lengths.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 
-/// `nlmsghdr` + `nfgenmsg` asking to delete every conntrack entry, with an acknowledgement.
-fn conntrack_flush_request(sequence: u32) -> [u8; NLMSG_HEADER_LEN + NFGENMSG_LEN] {
-    let mut message = [0u8; NLMSG_HEADER_LEN + NFGENMSG_LEN];
-    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let length = (NLMSG_HEADER_LEN + NFGENMSG_LEN) as u32;
-    message[0..4].copy_from_slice(&length.to_ne_bytes());
-    message[4..6].copy_from_slice(&kind.to_ne_bytes());
-    message[6..8].copy_from_slice(&flags.to_ne_bytes());
-    message[8..12].copy_from_slice(&sequence.to_ne_bytes());
-    // Port id 0; nfgenmsg: family AF_UNSPEC (all), version 0, resource id 0.
-    message
+fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the buffer is valid for its length.
+    let received = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            0,
+        )
+    };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(received as usize)
+}
+
+/// `nlmsghdr` + `nfgenmsg` (family AF_UNSPEC: both) + an optional exact-mark filter.
+fn conntrack_request(message: u16, flags: u16, mark: Option<u32>, sequence: u32) -> Vec<u8> {
+    let mut request = vec![0u8; NLMSG_HEADER_LEN + NFGENMSG_LEN];
+    if let Some(mark) = mark {
+        for (kind, value) in [(CTA_MARK, mark), (CTA_MARK_MASK, u32::MAX)] {
+            // nlattr: length (header + payload), type; conntrack values are big-endian.
+            request.extend_from_slice(&8u16.to_ne_bytes());
+            request.extend_from_slice(&kind.to_ne_bytes());
+            request.extend_from_slice(&value.to_be_bytes());
+        }
+    }
+    let length = request.len() as u32;
+    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | message;
+    request[0..4].copy_from_slice(&length.to_ne_bytes());
+    request[4..6].copy_from_slice(&kind.to_ne_bytes());
+    request[6..8].copy_from_slice(&flags.to_ne_bytes());
+    request[8..12].copy_from_slice(&sequence.to_ne_bytes());
+    // Port id 0; nfgenmsg: family AF_UNSPEC, version 0, resource id 0.
+    request
 }
 
 /// Reads the kernel's `NLMSG_ERROR` answer: error 0 is the acknowledgement.
@@ -196,12 +273,27 @@ mod tests {
 
     #[test]
     fn flush_request_is_a_conntrack_delete_with_ack() {
-        let message = conntrack_flush_request(7);
+        let message = conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, None, 7);
         assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 20);
         assert_eq!(u16::from_ne_bytes([message[4], message[5]]), 0x0102);
         assert_eq!(u16::from_ne_bytes([message[6], message[7]]), 0x0005);
         assert_eq!(u32::from_ne_bytes(message[8..12].try_into().unwrap()), 7);
         assert_eq!(&message[16..], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_mark_filter_is_two_big_endian_attributes() {
+        let message = conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some(0x0afa_0002), 1);
+        assert_eq!(message.len(), 36);
+        assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 36);
+        assert_eq!(u16::from_ne_bytes([message[20], message[21]]), 8);
+        assert_eq!(u16::from_ne_bytes([message[22], message[23]]), CTA_MARK);
+        assert_eq!(&message[24..28], &[0x0a, 0xfa, 0x00, 0x02]);
+        assert_eq!(
+            u16::from_ne_bytes([message[30], message[31]]),
+            CTA_MARK_MASK
+        );
+        assert_eq!(&message[32..36], &[0xff; 4]);
     }
 
     #[test]
