@@ -219,3 +219,22 @@ async fn spares_beyond_the_target_are_trimmed_after_quiet() {
     assert_eq!(slot_count(&instance).await, 0);
     pool.manager().remove_host_table().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_flushes_the_host_connections_its_crashed_run_left() {
+    let lease = InstanceLease::acquire();
+    let manager = started_manager(&lease).await;
+    let slot = manager.acquire(InternetAccess::Blocked).await.unwrap();
+    let _ = std::net::TcpStream::connect_timeout(
+        &(slot.addrs.ns_ip, 5000).into(),
+        Duration::from_millis(300),
+    );
+    let mark = nft::slot_mark(&slot.addrs);
+    assert!(scrub::count_conntrack_marked(mark).unwrap() >= 1);
+    // The agent dies without releasing anything; the next start reclaims.
+    drop(manager);
+    let manager = started_manager(&lease).await;
+    assert_eq!(scrub::count_conntrack_marked(mark).unwrap(), 0);
+    assert!(!slot.netns_path().exists());
+    manager.remove_host_table().await;
+}

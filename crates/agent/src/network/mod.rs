@@ -139,6 +139,14 @@ impl NetworkManager {
                 }
             }
         }
+        // Connections a crashed run's sandboxes left on the host: every slot's mark lies in
+        // this agent's slot network.
+        if let Err(e) = scrub::flush_host_conntrack_marked(
+            u32::from(self.network.base),
+            u32::MAX << (32 - u32::from(self.network.prefix_len)),
+        ) {
+            tracing::warn!(error = %e, "flush leftover host connections");
+        }
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(NetworkError::Forwarding)?;
         nft::apply(
             &nft::host_ruleset(&self.instance, self.network),
@@ -257,7 +265,7 @@ impl NetworkManager {
             ));
         }
         scrub::scrub(&slot.netns_path())?;
-        scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs))
+        scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs), u32::MAX)
     }
 
     /// Tears a slot down and returns its index to the pool. Never fails: leftovers are logged
@@ -278,7 +286,7 @@ impl NetworkManager {
             }
         }
         // The index is free for another sandbox: forget this one's connections on the host.
-        if let Err(e) = scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs)) {
+        if let Err(e) = scrub::flush_host_conntrack_marked(nft::slot_mark(&slot.addrs), u32::MAX) {
             tracing::warn!(netns = slot.netns, error = %e, "flush the slot's host connections");
         }
         self.in_use.lock().unwrap().remove(&slot.index);

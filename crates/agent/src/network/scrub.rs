@@ -103,14 +103,15 @@ fn flush_conntrack() -> io::Result<()> {
     parse_ack(&reply[..received])
 }
 
-/// Deletes the agent namespace's connections carrying `mark` (a slot's, see
-/// `nft::slot_mark`): a late reply to a previous guest's connection finds no entry and is
-/// not forwarded into the slot's next guest.
-pub fn flush_host_conntrack_marked(mark: u32) -> io::Result<()> {
+/// Deletes the agent namespace's connections whose mark, under `mask`, is `mark` (one slot's
+/// with a full mask, see `nft::slot_mark`; all of an agent's with its slot network's mask): a
+/// late reply to a previous guest's connection finds no entry and is not forwarded into the
+/// slot's next guest.
+pub fn flush_host_conntrack_marked(mark: u32, mask: u32) -> io::Result<()> {
     let socket = netfilter_socket()?;
     send(
         &socket,
-        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some(mark), 1),
+        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some((mark, mask)), 1),
     )?;
     let mut reply = [0u8; 256];
     let received = receive(&socket, &mut reply)?;
@@ -126,7 +127,7 @@ pub fn count_conntrack_marked(mark: u32) -> io::Result<usize> {
     let socket = netfilter_socket()?;
     send(
         &socket,
-        &conntrack_request(IPCTNL_MSG_CT_GET, DUMP, Some(mark), 1),
+        &conntrack_request(IPCTNL_MSG_CT_GET, DUMP, Some((mark, u32::MAX)), 1),
     )?;
     let entry = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
     let mut count = 0;
@@ -228,11 +229,11 @@ fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
     Ok(received as usize)
 }
 
-/// `nlmsghdr` + `nfgenmsg` (family AF_UNSPEC: both) + an optional exact-mark filter.
-fn conntrack_request(message: u16, flags: u16, mark: Option<u32>, sequence: u32) -> Vec<u8> {
+/// `nlmsghdr` + `nfgenmsg` (family AF_UNSPEC: both) + an optional (mark, mask) filter.
+fn conntrack_request(message: u16, flags: u16, mark: Option<(u32, u32)>, sequence: u32) -> Vec<u8> {
     let mut request = vec![0u8; NLMSG_HEADER_LEN + NFGENMSG_LEN];
-    if let Some(mark) = mark {
-        for (kind, value) in [(CTA_MARK, mark), (CTA_MARK_MASK, u32::MAX)] {
+    if let Some((mark, mask)) = mark {
+        for (kind, value) in [(CTA_MARK, mark), (CTA_MARK_MASK, mask)] {
             // nlattr: length (header + payload), type; conntrack values are big-endian.
             request.extend_from_slice(&8u16.to_ne_bytes());
             request.extend_from_slice(&kind.to_ne_bytes());
@@ -283,7 +284,8 @@ mod tests {
 
     #[test]
     fn a_mark_filter_is_two_big_endian_attributes() {
-        let message = conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some(0x0afa_0002), 1);
+        let message =
+            conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some((0x0afa_0002, u32::MAX)), 1);
         assert_eq!(message.len(), 36);
         assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 36);
         assert_eq!(u16::from_ne_bytes([message[20], message[21]]), 8);
