@@ -3,7 +3,8 @@
 //!
 //! Run as root with images built: `cargo bench -p wrenn-agent --bench vm`.
 //! `WRENN_BENCH_BOOTS` (default 5) and `WRENN_BENCH_EXECS` (default 100) size the runs;
-//! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all);
+//! `WRENN_BENCH_SECTIONS=boot,exec,pause,clones,memory` picks sections (default all).
+//! The last row times fixed CPU work before and after the run: on a busy host it moves too.
 //! `WRENN_TCG_CACHE_MB` and `WRENN_SPARE_SLOTS` override the agent's defaults; `RUST_LOG`
 //! (e.g. `wrenn_agent=debug`) logs the agent's own timings to stderr.
 
@@ -133,6 +134,8 @@ async fn run() -> anyhow::Result<()> {
     let execs = env_count("WRENN_BENCH_EXECS", 100);
     let mut rows = Vec::new();
     let sections = Sections::from_env();
+    // The same CPU work before and after: tells whether the host was busy during the run.
+    let mut calibration = cpu_calibration();
 
     if sections.has("boot") {
         eprintln!("floor: bare QEMU boot of the same kernel to a static init ({boots}x)");
@@ -430,8 +433,29 @@ async fn run() -> anyhow::Result<()> {
     let _ = stop.send(());
     drop(client);
     server.await??;
+    calibration.extend(cpu_calibration());
+    rows.push(Row {
+        name: "host check: fixed CPU work (SHA-256 of 64 MiB), start and end",
+        ours: Samples::new(calibration),
+        floor: None,
+        unit: "ms",
+    });
     print_table(&rows);
     Ok(())
+}
+
+/// Five timings of a fixed amount of CPU work. On a quiet host they agree to a few percent;
+/// a busy neighbour shows up here as it does in every other row.
+fn cpu_calibration() -> Vec<f64> {
+    use sha2::Digest;
+    let data = vec![0x5au8; 64 << 20];
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(sha2::Sha256::digest(std::hint::black_box(&data)));
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
 }
 
 /// The slot index of the one VM this agent runs: the network namespace its VMM is in. (Spare
