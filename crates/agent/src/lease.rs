@@ -129,6 +129,23 @@ impl InstanceLock {
         }
         Ok(Self { _lock: file })
     }
+
+    /// Like `acquire`, but waits up to `patience` for a holder that is on its way out (an
+    /// agent restarted while the previous process of the same instance is still exiting).
+    pub async fn acquire_waiting(
+        instance: &str,
+        patience: std::time::Duration,
+    ) -> Result<Self, InstanceLockError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Self::acquire(instance) {
+                Err(InstanceLockError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 impl InstanceLease {
@@ -162,6 +179,26 @@ mod tests {
         assert!(second.to_string().contains("already running"), "{second}");
         drop(first);
         InstanceLock::acquire("unit-test-instance").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_starting_agent_waits_briefly_for_a_holder_on_its_way_out() {
+        use std::time::{Duration, Instant};
+        let holder = InstanceLock::acquire("unit-test-waiting").unwrap();
+        let started = Instant::now();
+        let error = InstanceLock::acquire_waiting("unit-test-waiting", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, InstanceLockError::Held { .. }));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(holder);
+        });
+        InstanceLock::acquire_waiting("unit-test-waiting", Duration::from_secs(5))
+            .await
+            .expect("the lock is taken once its holder lets go");
+        release.await.unwrap();
     }
 
     #[test]

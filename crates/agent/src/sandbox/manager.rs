@@ -97,6 +97,9 @@ pub struct SandboxManager {
     _instance_lock: crate::lease::InstanceLock,
 }
 
+/// How long a starting agent waits for another process of its instance to let go.
+const INSTANCE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SandboxManager {
     /// Prepares the host: picks the accelerator, reclaims what a previous run left behind and
     /// installs the firewall table.
@@ -106,7 +109,10 @@ impl SandboxManager {
     ) -> Result<(Self, ReclaimReport), StartError> {
         config.validate()?;
         // Before reclaim: a second agent of the same instance must not kill the first's VMs.
-        let instance_lock = crate::lease::InstanceLock::acquire(&config.instance)?;
+        // A few seconds' patience lets a restart wait for the previous process to exit.
+        let instance_lock =
+            crate::lease::InstanceLock::acquire_waiting(&config.instance, INSTANCE_LOCK_PATIENCE)
+                .await?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
