@@ -1,5 +1,7 @@
-//! The `ip` tool (iproute2): creates and removes the netns, veth pair and TAP of a slot.
-//! Commands go in batches (`ip -batch -`) so a slot costs two process spawns, not fifteen.
+//! Slot host objects: the `ip` tool (iproute2) creates a slot's netns, veth pair and TAP in
+//! batches (`ip -batch -`: two process spawns, not fifteen); removing and listing them needs no
+//! process (a netlink request, a mount call, directory listings). Moving creation to netlink is
+//! planned in docs/design/0004.
 
 use std::path::Path;
 
@@ -43,38 +45,41 @@ pub async fn batch(commands: &str, namespace: Namespace<'_>) -> Result<(), Comma
         .map(drop)
 }
 
-/// Deletes a namespace; its veth pair and TAP go with it.
-pub async fn delete_netns(netns: &str) -> Result<(), CommandError> {
-    command::run("ip", ["netns", "delete", netns], None, Namespace::Host)
-        .await
-        .map(drop)
+/// Deletes a named namespace: unmounts its bind mount (detached, as `ip netns delete` does)
+/// and removes the file. Its veth end and TAP go with the namespace once nothing holds it.
+pub fn delete_netns(netns: &str) -> std::io::Result<()> {
+    let path = netns_path(netns);
+    match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (a file left half made); remove it all the same.
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(errno) => return Err(errno.into()),
+    }
+    std::fs::remove_file(&path)
 }
 
-/// Names of all network namespaces on the host.
-pub async fn list_netns() -> Result<Vec<String>, CommandError> {
-    let out = command::run("ip", ["netns", "list"], None, Namespace::Host).await?;
-    Ok(out
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
+/// Names of all named network namespaces on the host.
+pub fn list_netns() -> std::io::Result<Vec<String>> {
+    names_in(Path::new("/run/netns"))
 }
 
-/// Names of all links in the host namespace.
-pub async fn list_links() -> Result<Vec<String>, CommandError> {
-    let out = command::run("ip", ["-o", "link", "show"], None, Namespace::Host).await?;
-    // "12: wt1-3@if2: <BROADCAST,...": the name sits between the first ": " and '@' or ':'.
-    Ok(out
-        .lines()
-        .filter_map(|line| line.split(": ").nth(1))
-        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
-        .collect())
+/// Names of all links in the host namespace (as the host's sysfs shows them).
+pub fn list_links() -> std::io::Result<Vec<String>> {
+    names_in(Path::new("/sys/class/net"))
 }
 
-pub async fn delete_link(name: &str) -> Result<(), CommandError> {
-    command::run("ip", ["link", "delete", name], None, Namespace::Host)
-        .await
-        .map(drop)
+fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a host link (the host end of a slot's veth pair takes its peer with it).
+pub fn delete_link(name: &str) -> std::io::Result<()> {
+    super::netlink::delete_link(name)
 }
 
 /// Path of a named namespace's bind mount.

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod ip;
+pub mod netlink;
 pub mod nft;
 mod pool;
 pub mod scrub;
@@ -123,17 +124,17 @@ impl NetworkManager {
     /// table. Idempotent.
     pub async fn reclaim_and_init(&self) -> Result<Reclaimed, NetworkError> {
         let mut reclaimed = Reclaimed::default();
-        for netns in ip::list_netns().await.unwrap_or_default() {
+        for netns in ip::list_netns().unwrap_or_default() {
             if self.owns(&netns) {
-                match ip::delete_netns(&netns).await {
+                match ip::delete_netns(&netns) {
                     Ok(()) => reclaimed.netns.push(netns),
                     Err(e) => tracing::warn!(netns, error = %e, "reclaim leftover netns"),
                 }
             }
         }
-        for link in ip::list_links().await.unwrap_or_default() {
+        for link in ip::list_links().unwrap_or_default() {
             if self.owns(&link) {
-                match ip::delete_link(&link).await {
+                match ip::delete_link(&link) {
                     Ok(()) => reclaimed.links.push(link),
                     Err(e) => tracing::warn!(link, error = %e, "reclaim leftover veth"),
                 }
@@ -201,10 +202,10 @@ impl NetworkManager {
             .join(&slot.host_veth)
             .exists()
         {
-            let _ = ip::delete_link(&slot.host_veth).await;
+            let _ = ip::delete_link(&slot.host_veth);
         }
         if ip::netns_path(&slot.netns).exists() {
-            let _ = ip::delete_netns(&slot.netns).await;
+            let _ = ip::delete_netns(&slot.netns);
         }
         ip::batch(
             &ip::host_setup_batch(&slot.netns, &slot.host_veth, &slot.addrs),
@@ -277,11 +278,11 @@ impl NetworkManager {
         }
         // Delete the veth pair explicitly: a deleted namespace takes its interfaces down
         // asynchronously, and the next user of this slot index needs the name free at once.
-        if let Err(e) = ip::delete_link(&slot.host_veth).await {
+        if let Err(e) = ip::delete_link(&slot.host_veth) {
             tracing::debug!(link = slot.host_veth, error = %e, "delete host veth");
         }
         if ip::netns_path(&slot.netns).exists() {
-            if let Err(e) = ip::delete_netns(&slot.netns).await {
+            if let Err(e) = ip::delete_netns(&slot.netns) {
                 tracing::warn!(netns = slot.netns, error = %e, "delete network namespace");
             }
         }

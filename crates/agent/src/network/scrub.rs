@@ -7,9 +7,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use super::netlink::{self, NetlinkSocket};
 use super::TAP_NAME;
 
 /// Runs `work` on a short-lived thread that has joined the namespace at `netns_path`.
@@ -88,19 +89,14 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
-const NLMSG_HEADER_LEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
 
 /// Empties the calling thread's namespace's connection tracking table (all families).
 fn flush_conntrack() -> io::Result<()> {
-    let socket = netfilter_socket()?;
-    send(
-        &socket,
-        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, None, 1),
-    )?;
-    let mut reply = [0u8; 256];
-    let received = receive(&socket, &mut reply)?;
-    parse_ack(&reply[..received])
+    NetlinkSocket::open(libc::NETLINK_NETFILTER)?.request(&conntrack_request(
+        IPCTNL_MSG_CT_DELETE,
+        netlink::ACK,
+        None,
+    ))
 }
 
 /// Deletes the agent namespace's connections whose mark, under `mask`, is `mark` (one slot's
@@ -108,14 +104,8 @@ fn flush_conntrack() -> io::Result<()> {
 /// late reply to a previous guest's connection finds no entry and is not forwarded into the
 /// slot's next guest.
 pub fn flush_host_conntrack_marked(mark: u32, mask: u32) -> io::Result<()> {
-    let socket = netfilter_socket()?;
-    send(
-        &socket,
-        &conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some((mark, mask)), 1),
-    )?;
-    let mut reply = [0u8; 256];
-    let received = receive(&socket, &mut reply)?;
-    match parse_ack(&reply[..received]) {
+    let request = conntrack_request(IPCTNL_MSG_CT_DELETE, netlink::ACK, Some((mark, mask)));
+    match NetlinkSocket::open(libc::NETLINK_NETFILTER)?.request(&request) {
         // Nothing carried the mark.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
@@ -124,30 +114,31 @@ pub fn flush_host_conntrack_marked(mark: u32, mask: u32) -> io::Result<()> {
 
 /// Counts the calling thread's namespace's connections carrying `mark` (diagnostics, tests).
 pub fn count_conntrack_marked(mark: u32) -> io::Result<usize> {
-    let socket = netfilter_socket()?;
-    send(
-        &socket,
-        &conntrack_request(IPCTNL_MSG_CT_GET, DUMP, Some((mark, u32::MAX)), 1),
-    )?;
+    let socket = NetlinkSocket::open(libc::NETLINK_NETFILTER)?;
+    socket.send(&conntrack_request(
+        IPCTNL_MSG_CT_GET,
+        netlink::DUMP,
+        Some((mark, u32::MAX)),
+    ))?;
     let entry = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
     let mut count = 0;
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let received = receive(&socket, &mut buffer)?;
+        let received = socket.receive(&mut buffer)?;
         let mut messages = &buffer[..received];
-        while messages.len() >= NLMSG_HEADER_LEN {
+        while messages.len() >= netlink::NLMSG_HEADER_LEN {
             let len = u32::from_ne_bytes(messages[0..4].try_into().expect("4 bytes")) as usize;
             let kind = u16::from_ne_bytes([messages[4], messages[5]]);
             if kind == libc::NLMSG_DONE as u16 {
                 return Ok(count);
             }
             if kind == libc::NLMSG_ERROR as u16 {
-                parse_ack(messages)?;
+                netlink::parse_ack(messages)?;
             }
             if kind == entry {
                 count += 1;
             }
-            if len < NLMSG_HEADER_LEN || len > messages.len() {
+            if len < netlink::NLMSG_HEADER_LEN || len > messages.len() {
                 return Err(io::Error::other("malformed netlink message"));
             }
             messages = &messages[len.next_multiple_of(4).min(messages.len())..];
@@ -155,116 +146,22 @@ pub fn count_conntrack_marked(mark: u32) -> io::Result<usize> {
     }
 }
 
-const ACK: u16 = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-const DUMP: u16 = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-
-fn netfilter_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: the option value is a timeval that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(socket)
-}
-
-fn send(socket: &OwnedFd, message: &[u8]) -> io::Result<()> {
-    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: buffer and address are valid for the given lengths.
-    let sent = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the buffer is valid for its length.
-    let received = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            0,
-        )
-    };
-    if received < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(received as usize)
-}
-
-/// `nlmsghdr` + `nfgenmsg` (family AF_UNSPEC: both) + an optional (mark, mask) filter.
-fn conntrack_request(message: u16, flags: u16, mark: Option<(u32, u32)>, sequence: u32) -> Vec<u8> {
-    let mut request = vec![0u8; NLMSG_HEADER_LEN + NFGENMSG_LEN];
-    if let Some((mark, mask)) = mark {
-        for (kind, value) in [(CTA_MARK, mark), (CTA_MARK_MASK, mask)] {
-            // nlattr: length (header + payload), type; conntrack values are big-endian.
-            request.extend_from_slice(&8u16.to_ne_bytes());
-            request.extend_from_slice(&kind.to_ne_bytes());
-            request.extend_from_slice(&value.to_be_bytes());
-        }
-    }
-    let length = request.len() as u32;
+/// A conntrack request: `nfgenmsg` (family AF_UNSPEC: both, version 0, resource id 0) and an
+/// optional (mark, mask) filter; conntrack values are big-endian.
+fn conntrack_request(message: u16, flags: u16, mark: Option<(u32, u32)>) -> Vec<u8> {
     let kind = (NFNL_SUBSYS_CTNETLINK << 8) | message;
-    request[0..4].copy_from_slice(&length.to_ne_bytes());
-    request[4..6].copy_from_slice(&kind.to_ne_bytes());
-    request[6..8].copy_from_slice(&flags.to_ne_bytes());
-    request[8..12].copy_from_slice(&sequence.to_ne_bytes());
-    // Port id 0; nfgenmsg: family AF_UNSPEC, version 0, resource id 0.
-    request
-}
-
-/// Reads the kernel's `NLMSG_ERROR` answer: error 0 is the acknowledgement.
-fn parse_ack(reply: &[u8]) -> io::Result<()> {
-    if reply.len() < NLMSG_HEADER_LEN + 4 {
-        return Err(io::Error::other("short netlink reply"));
-    }
-    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-    if kind != libc::NLMSG_ERROR as u16 {
-        return Err(io::Error::other(format!(
-            "unexpected netlink reply type {kind}"
-        )));
-    }
-    let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-    match errno {
-        0 => Ok(()),
-        negative => Err(io::Error::from_raw_os_error(-negative)),
+    let nfgenmsg = [0u8; 4];
+    match mark {
+        None => netlink::message(kind, flags, &nfgenmsg, &[]),
+        Some((mark, mask)) => netlink::message(
+            kind,
+            flags,
+            &nfgenmsg,
+            &[
+                (CTA_MARK, &mark.to_be_bytes()),
+                (CTA_MARK_MASK, &mask.to_be_bytes()),
+            ],
+        ),
     }
 }
 
@@ -274,18 +171,20 @@ mod tests {
 
     #[test]
     fn flush_request_is_a_conntrack_delete_with_ack() {
-        let message = conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, None, 7);
+        let message = conntrack_request(IPCTNL_MSG_CT_DELETE, netlink::ACK, None);
         assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 20);
         assert_eq!(u16::from_ne_bytes([message[4], message[5]]), 0x0102);
         assert_eq!(u16::from_ne_bytes([message[6], message[7]]), 0x0005);
-        assert_eq!(u32::from_ne_bytes(message[8..12].try_into().unwrap()), 7);
         assert_eq!(&message[16..], &[0, 0, 0, 0]);
     }
 
     #[test]
     fn a_mark_filter_is_two_big_endian_attributes() {
-        let message =
-            conntrack_request(IPCTNL_MSG_CT_DELETE, ACK, Some((0x0afa_0002, u32::MAX)), 1);
+        let message = conntrack_request(
+            IPCTNL_MSG_CT_DELETE,
+            netlink::ACK,
+            Some((0x0afa_0002, u32::MAX)),
+        );
         assert_eq!(message.len(), 36);
         assert_eq!(u32::from_ne_bytes(message[0..4].try_into().unwrap()), 36);
         assert_eq!(u16::from_ne_bytes([message[20], message[21]]), 8);
@@ -296,20 +195,5 @@ mod tests {
             CTA_MARK_MASK
         );
         assert_eq!(&message[32..36], &[0xff; 4]);
-    }
-
-    #[test]
-    fn acks_and_errors_are_told_apart() {
-        let mut reply = [0u8; 36];
-        reply[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        assert!(parse_ack(&reply).is_ok());
-        reply[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
-        assert_eq!(
-            parse_ack(&reply).unwrap_err().raw_os_error(),
-            Some(libc::EPERM)
-        );
-        assert!(parse_ack(&reply[..10]).is_err());
-        reply[4..6].copy_from_slice(&3u16.to_ne_bytes());
-        assert!(parse_ack(&reply).is_err());
     }
 }

@@ -240,8 +240,8 @@ pub async fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>
             .filter(|n| n.starts_with(&prefix))
             .collect()
     };
-    let netns = ours(ip::list_netns().await.expect("list netns"));
-    let links = ours(ip::list_links().await.expect("list links"));
+    let netns = ours(ip::list_netns().expect("list netns"));
+    let links = ours(ip::list_links().expect("list links"));
     let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{instance}."));
     (netns, links, pids)
 }
