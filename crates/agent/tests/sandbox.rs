@@ -224,23 +224,14 @@ async fn spare_network_slots_serve_boots_are_recycled_and_removed_at_shutdown() 
         })
         .await;
     // A spare handed out with internet access is let out by the host table.
-    let set = std::process::Command::new("nft")
-        .args([
-            "list",
-            "set",
-            "inet",
-            &format!("wrenn_{instance}"),
-            "internet",
-        ])
-        .output()
-        .unwrap();
-    let set = String::from_utf8_lossy(&set.stdout);
+    let set = common::internet_set(&instance);
     assert!(
         set.contains(&format!("\"{instance}-")),
         "no slot of ours in the internet set: {set}"
     );
     netns_count(3).await; // one in use, two spares again
-                          // A destroyed sandbox's slot is scrubbed and kept as a third spare...
+
+    // A destroyed sandbox's slot is scrubbed and kept as a third spare...
     host.destroy(&sandbox.sandbox_id).await;
     netns_count(3).await;
     // ...and the next sandbox boots, pauses and resumes on spares: no slot is made or removed.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{host_objects, InstanceLease};
+use common::{host_objects, internet_set, InstanceLease};
 use wrenn_agent::network::{
     nft, scrub, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool,
 };
@@ -15,21 +15,6 @@ async fn started_manager(lease: &InstanceLease) -> NetworkManager {
     let manager = NetworkManager::new(&lease.instance(), lease.slot_network().parse().unwrap());
     manager.reclaim_and_init().await.expect("host table");
     manager
-}
-
-/// Veths in the host table's internet set.
-fn internet_set(instance: &str) -> String {
-    let out = std::process::Command::new("nft")
-        .args([
-            "list",
-            "set",
-            "inet",
-            &format!("wrenn_{instance}"),
-            "internet",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn in_internet_set(instance: &str, slot: &NetworkSlot) -> bool {

@@ -230,6 +230,21 @@ pub async fn collect(
     panic!("stream ended without an exit event");
 }
 
+/// The host table's internet set of a test instance, as `nft` lists it.
+pub fn internet_set(instance: &str) -> String {
+    let out = std::process::Command::new("nft")
+        .args([
+            "list",
+            "set",
+            "inet",
+            &format!("wrenn_{instance}"),
+            "internet",
+        ])
+        .output()
+        .expect("run nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Host objects belonging to a test instance: (netns, links, VMM pids).
 pub async fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
     use wrenn_agent::network::ip;
