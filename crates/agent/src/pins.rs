@@ -71,10 +71,11 @@ pub fn remove_stale(
     removed
 }
 
-/// Whether something besides its own name holds `image` (a pin, or any other hard link).
-pub fn is_pinned(image: &Path) -> bool {
+/// Whether something besides its own name holds an image (a pin, or any other hard link),
+/// from the image's metadata.
+pub fn is_pinned(image: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(image).is_ok_and(|meta| meta.nlink() > 1)
+    image.nlink() > 1
 }
 
 fn pin_dirs(images_dir: &Path) -> Vec<PathBuf> {
@@ -99,24 +100,25 @@ mod tests {
         std::fs::create_dir_all(&template).unwrap();
         let image = template.join("rootfs-a.ext4");
         std::fs::write(&image, "base").unwrap();
-        assert!(!is_pinned(&image));
+        let pinned = |image: &Path| is_pinned(&std::fs::metadata(image).unwrap());
+        assert!(!pinned(&image));
 
         pin(&image, "wt1", "sb-one").unwrap();
         pin(&image, "wt1", "sb-one").unwrap(); // again, as after adoption
         pin(&image, "wt1", "sb-two").unwrap();
         pin(&image, "other", "sb-three").unwrap();
-        assert!(is_pinned(&image));
+        assert!(pinned(&image));
 
         unpin(images.path(), "wt1", "sb-one");
         assert!(!template.join(".pins/wt1.sb-one").exists());
-        assert!(is_pinned(&image));
+        assert!(pinned(&image));
 
         // sb-two is gone after a crash; another instance's pin is not ours to judge.
         let removed = remove_stale(images.path(), "wt1", |_| false);
         assert_eq!(removed, ["wt1.sb-two"]);
         assert!(template.join(".pins/other.sb-three").exists());
         unpin(images.path(), "other", "sb-three");
-        assert!(!is_pinned(&image));
+        assert!(!pinned(&image));
         assert_eq!(std::fs::read(&image).unwrap(), b"base");
     }
 
@@ -129,6 +131,6 @@ mod tests {
         std::fs::write(&image, "base").unwrap();
         pin(&image, "wt1", "sb-live").unwrap();
         assert!(remove_stale(images.path(), "wt1", |id| id == "sb-live").is_empty());
-        assert!(is_pinned(&image));
+        assert!(is_pinned(&std::fs::metadata(&image).unwrap()));
     }
 }

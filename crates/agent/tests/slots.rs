@@ -36,21 +36,26 @@ fn hold_tap(slot: &NetworkSlot) -> std::fs::File {
     scrub::in_netns(&slot.netns_path(), scrub::attach_tap).expect("attach to the TAP")
 }
 
-/// Slots on the host, while none is being made or torn down.
-async fn slot_count(instance: &str) -> usize {
-    let (netns, links, _) = host_objects(instance).await;
-    assert_eq!(
-        netns.len(),
-        links.len(),
-        "netns {netns:?} vs links {links:?}"
-    );
-    netns.len()
-}
-
 /// Slots on the host once background work settles: (netns, links) counts.
 async fn settled_slot_counts(instance: &str) -> (usize, usize) {
     let (netns, links, _) = host_objects(instance).await;
     (netns.len(), links.len())
+}
+
+/// Slots on the host, while none is being made or torn down.
+async fn slot_count(instance: &str) -> usize {
+    let (netns, links) = settled_slot_counts(instance).await;
+    assert_eq!(netns, links, "{netns} namespaces but {links} host veths");
+    netns
+}
+
+/// A TCP connection attempt from the host to the slot's guest address (no guest answers):
+/// connection-tracking state in the slot's namespace and on the host.
+fn knock(slot: &NetworkSlot) -> std::io::Result<std::net::TcpStream> {
+    std::net::TcpStream::connect_timeout(
+        &(slot.addrs.ns_ip, 5000).into(),
+        Duration::from_millis(300),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,10 +76,7 @@ async fn released_slots_are_scrubbed_and_reused_with_their_internet_access() {
     assert!(!in_internet_set(&instance, &b));
 
     // Connection state inside a's namespace: the host tries the guest, nobody answers.
-    let attempt = std::net::TcpStream::connect_timeout(
-        &(a.addrs.ns_ip, 5000).into(),
-        Duration::from_millis(300),
-    );
+    let attempt = knock(&a);
     assert!(attempt.is_err(), "no guest should answer");
     assert!(
         conntrack_entries(&a) >= 1,
@@ -87,10 +89,7 @@ async fn released_slots_are_scrubbed_and_reused_with_their_internet_access() {
         host_marked(&a) >= 1,
         "the host did not mark the slot's connection"
     );
-    let _ = std::net::TcpStream::connect_timeout(
-        &(b.addrs.ns_ip, 5000).into(),
-        Duration::from_millis(300),
-    );
+    let _ = knock(&b);
     assert!(host_marked(&b) >= 1);
     // b's TAP is still held, as by a VMM that did not exit.
     let held = hold_tap(&b);
@@ -210,10 +209,7 @@ async fn a_restarted_agent_flushes_the_host_connections_its_crashed_run_left() {
     let lease = InstanceLease::acquire();
     let manager = started_manager(&lease).await;
     let slot = manager.acquire(InternetAccess::Blocked).await.unwrap();
-    let _ = std::net::TcpStream::connect_timeout(
-        &(slot.addrs.ns_ip, 5000).into(),
-        Duration::from_millis(300),
-    );
+    let _ = knock(&slot);
     let mark = nft::slot_mark(&slot.addrs);
     assert!(scrub::count_conntrack_marked(mark).unwrap() >= 1);
     // The agent dies without releasing anything; the next start reclaims.

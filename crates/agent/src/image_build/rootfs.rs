@@ -213,13 +213,14 @@ fn prune_old_images(template_dir: &Path, current: &str, protected: &HashSet<(u64
         .collect();
     old.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in old.into_iter().skip(KEPT_OLD_IMAGES) {
-        let in_use = std::fs::metadata(&path)
-            .is_ok_and(|meta| protected.contains(&(meta.dev(), meta.ino())));
-        if in_use {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if protected.contains(&(meta.dev(), meta.ino())) {
             tracing::info!(image = %path.display(), "keeping an old template image a snapshot stands on");
             continue;
         }
-        if crate::pins::is_pinned(&path) {
+        if crate::pins::is_pinned(&meta) {
             tracing::info!(image = %path.display(), "keeping an old template image a sandbox stands on");
             continue;
         }
@@ -293,7 +294,7 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let path = dir.as_path().join(name);
+            let path = dir.join(name);
             std::fs::write(&path, "x").unwrap();
             let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
             std::fs::File::options()
@@ -303,29 +304,29 @@ mod tests {
                 .set_modified(mtime)
                 .unwrap();
         }
-        std::fs::write(dir.as_path().join("template.json"), "{}").unwrap();
+        std::fs::write(dir.join("template.json"), "{}").unwrap();
         // A snapshot's disk stands on the oldest image: that one stays too.
-        let overlay = dir.as_path().join("snapshot-disk.qcow2");
+        let overlay = dir.join("snapshot-disk.qcow2");
         let status = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(dir.as_path().join("rootfs-a.ext4"))
+            .arg(dir.join("rootfs-a.ext4"))
             .arg(&overlay)
             .arg("1M")
             .status()
             .unwrap();
         assert!(status.success());
         let backing = crate::disk::qcow2::backing_file(&overlay).unwrap().unwrap();
-        assert_eq!(backing, dir.as_path().join("rootfs-a.ext4"));
+        assert_eq!(backing, dir.join("rootfs-a.ext4"));
         let protected = {
             use std::os::unix::fs::MetadataExt;
             let meta = std::fs::metadata(&backing).unwrap();
             HashSet::from([(meta.dev(), meta.ino())])
         };
         // A sandbox booted long ago stands on the very first image.
-        crate::pins::pin(&dir.as_path().join("rootfs.ext4"), "wt1", "sb-old").unwrap();
-        prune_old_images(dir.as_path(), "rootfs-d.ext4", &protected);
+        crate::pins::pin(&dir.join("rootfs.ext4"), "wt1", "sb-old").unwrap();
+        prune_old_images(&dir, "rootfs-d.ext4", &protected);
         std::fs::remove_file(&overlay).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(dir.as_path())
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -344,8 +345,8 @@ mod tests {
         );
         // Once the sandbox is gone, the next rebuild prunes it.
         crate::pins::unpin(images.path(), "wt1", "sb-old");
-        prune_old_images(dir.as_path(), "rootfs-d.ext4", &protected);
-        assert!(!dir.as_path().join("rootfs.ext4").exists());
+        prune_old_images(&dir, "rootfs-d.ext4", &protected);
+        assert!(!dir.join("rootfs.ext4").exists());
     }
 
     #[test]

@@ -197,16 +197,9 @@ impl NetworkManager {
     }
 
     async fn create(&self, slot: &NetworkSlot) -> Result<(), CommandError> {
-        // A crash may have left this very name behind (checked first: a spawn costs more).
-        if std::path::Path::new("/sys/class/net")
-            .join(&slot.host_veth)
-            .exists()
-        {
-            let _ = ip::delete_link(&slot.host_veth);
-        }
-        if ip::netns_path(&slot.netns).exists() {
-            let _ = ip::delete_netns(&slot.netns);
-        }
+        // A crash may have left this very name behind; with nothing there both fail at once.
+        let _ = ip::delete_link(&slot.host_veth);
+        let _ = ip::delete_netns(&slot.netns);
         ip::batch(
             &ip::host_setup_batch(&slot.netns, &slot.host_veth, &slot.addrs),
             Namespace::Host,

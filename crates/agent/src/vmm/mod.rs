@@ -68,6 +68,12 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("open saved VM state {path}")]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("create VMM files in {path}")]
     RunDir {
         path: PathBuf,

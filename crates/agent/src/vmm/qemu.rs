@@ -137,7 +137,7 @@ impl Vmm for QemuVmm {
         saved: SavedState<'_>,
         after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError> {
-        let state = File::open(saved.file).map_err(|source| VmmError::RunDir {
+        let state = File::open(saved.file).map_err(|source| VmmError::StateFile {
             path: saved.file.to_owned(),
             source,
         })?;
@@ -355,7 +355,7 @@ impl VmInstance for QemuInstance {
         qmp.execute("migrate-set-parameters", Some(unlimited_bandwidth()))
             .await?;
         // Handed over as a descriptor: no shell and `cat` forked from a QEMU this size.
-        let state = File::create(state_file).map_err(|source| VmmError::RunDir {
+        let state = File::create(state_file).map_err(|source| VmmError::StateFile {
             path: state_file.to_owned(),
             source,
         })?;
