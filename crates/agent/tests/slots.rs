@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{host_objects, internet_set, InstanceLease};
 use wrenn_agent::network::{
-    nft, scrub, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool,
+    nft, scrub, tap, InternetAccess, NetworkManager, NetworkSlot, PoolSettings, SlotPool, TAP_NAME,
 };
 
 async fn started_manager(lease: &InstanceLease) -> NetworkManager {
@@ -33,7 +33,7 @@ fn conntrack_entries(slot: &NetworkSlot) -> u64 {
 
 /// Opens the slot's TAP as a VMM would and keeps it open while the file lives.
 fn hold_tap(slot: &NetworkSlot) -> std::fs::File {
-    scrub::in_netns(&slot.netns_path(), scrub::attach_tap).expect("attach to the TAP")
+    scrub::in_netns(&slot.netns_path(), || tap::attach(TAP_NAME)).expect("attach to the TAP")
 }
 
 /// Slots on the host once background work settles: (netns, links) counts.
@@ -218,4 +218,78 @@ async fn a_restarted_agent_flushes_the_host_connections_its_crashed_run_left() {
     assert_eq!(scrub::count_conntrack_marked(mark).unwrap(), 0);
     assert!(!slot.netns_path().exists());
     manager.remove_host_table().await;
+}
+
+/// `ip -j` output of a command run inside the slot's namespace (iproute2 reads what our
+/// netlink set-up wrote; it is only the observer here).
+fn ip_json_in(slot: &NetworkSlot, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new("ip")
+        .args(["-n", &slot.netns, "-j"])
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(output.status.success(), "ip {args:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("ip -j prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_slot_is_wired_as_every_guest_expects() {
+    let lease = InstanceLease::acquire();
+    let manager = started_manager(&lease).await;
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let fds_before = open_fds();
+    let slot = manager.acquire(InternetAccess::Blocked).await.unwrap();
+
+    let links = ip_json_in(&slot, &["addr", "show"]);
+    let link = |name: &str| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ifname"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {links}"))
+            .clone()
+    };
+    let address = |link: &serde_json::Value| {
+        let info = &link["addr_info"][0];
+        format!("{}/{}", info["local"].as_str().unwrap(), info["prefixlen"])
+    };
+    let veth = link("veth0");
+    assert_eq!(address(&veth), format!("{}/30", slot.addrs.ns_ip));
+    assert!(veth["flags"].as_array().unwrap().contains(&"UP".into()));
+    let tap = link(TAP_NAME);
+    assert_eq!(tap["address"], wrenn_agent::network::GATEWAY_MAC);
+    assert_eq!(address(&tap), "172.16.0.1/24");
+    assert!(tap["flags"].as_array().unwrap().contains(&"UP".into()));
+    assert!(link("lo")["flags"]
+        .as_array()
+        .unwrap()
+        .contains(&"UP".into()));
+
+    let neighbours = ip_json_in(&slot, &["neigh", "show", "dev", TAP_NAME]);
+    let guest = &neighbours[0];
+    assert_eq!(guest["dst"], "172.16.0.2");
+    assert_eq!(guest["lladdr"], wrenn_agent::network::GUEST_MAC);
+    assert_eq!(guest["state"][0], "PERMANENT");
+
+    let routes = ip_json_in(&slot, &["route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], slot.addrs.host_ip.to_string());
+    assert_eq!(routes[0]["dev"], "veth0");
+
+    // The host end: addressed, up, and in the host namespace under the slot's name.
+    let host = std::process::Command::new("ip")
+        .args(["-j", "addr", "show", "dev", &slot.host_veth])
+        .output()
+        .unwrap();
+    let host: serde_json::Value = serde_json::from_slice(&host.stdout).unwrap();
+    assert_eq!(address(&host[0]), format!("{}/30", slot.addrs.host_ip));
+
+    manager.release(&slot).await;
+    assert_eq!(slot_count(&lease.instance()).await, 0);
+    // The netlink connections end with their handles and close their sockets.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while open_fds() > fds_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open_fds(), fds_before, "descriptors leaked by slot set-up");
 }

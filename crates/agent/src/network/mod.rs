@@ -8,11 +8,13 @@
 //!                               DNAT veth0 addr -> guest; masquerade guest -> veth0
 //! ```
 
-pub mod ip;
+pub mod links;
 pub mod netlink;
+pub mod netns;
 pub mod nft;
 mod pool;
 pub mod scrub;
+pub mod tap;
 
 pub use pool::{PoolSettings, SlotPool};
 
@@ -72,7 +74,7 @@ pub struct NetworkSlot {
 
 impl NetworkSlot {
     pub fn netns_path(&self) -> PathBuf {
-        ip::netns_path(&self.netns)
+        netns::netns_path(&self.netns)
     }
 }
 
@@ -85,12 +87,25 @@ pub enum NetworkError {
     Setup {
         netns: String,
         #[source]
-        source: CommandError,
+        source: SetupError,
     },
     #[error("set up host firewall table")]
     HostTable(#[source] CommandError),
     #[error("enable IPv4 forwarding")]
     Forwarding(#[source] std::io::Error),
+}
+
+/// What failed while a slot was being made or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("create the network namespace")]
+    Netns(#[source] std::io::Error),
+    #[error(transparent)]
+    Links(#[from] links::LinkError),
+    #[error("enable IPv4 forwarding in the namespace")]
+    Forwarding(#[source] std::io::Error),
+    #[error(transparent)]
+    Firewall(#[from] CommandError),
 }
 
 /// Hands out slots and creates/destroys their host objects.
@@ -124,17 +139,17 @@ impl NetworkManager {
     /// table. Idempotent.
     pub async fn reclaim_and_init(&self) -> Result<Reclaimed, NetworkError> {
         let mut reclaimed = Reclaimed::default();
-        for netns in ip::list_netns().unwrap_or_default() {
+        for netns in netns::list_netns().unwrap_or_default() {
             if self.owns(&netns) {
-                match ip::delete_netns(&netns) {
+                match netns::delete_netns(&netns) {
                     Ok(()) => reclaimed.netns.push(netns),
                     Err(e) => tracing::warn!(netns, error = %e, "reclaim leftover netns"),
                 }
             }
         }
-        for link in ip::list_links().unwrap_or_default() {
+        for link in netns::list_links().unwrap_or_default() {
             if self.owns(&link) {
-                match ip::delete_link(&link) {
+                match netlink::delete_link(&link) {
                     Ok(()) => reclaimed.links.push(link),
                     Err(e) => tracing::warn!(link, error = %e, "reclaim leftover veth"),
                 }
@@ -196,25 +211,14 @@ impl NetworkManager {
         Ok(slot)
     }
 
-    async fn create(&self, slot: &NetworkSlot) -> Result<(), CommandError> {
+    async fn create(&self, slot: &NetworkSlot) -> Result<(), SetupError> {
         // A crash may have left this very name behind; with nothing there both fail at once.
-        let _ = ip::delete_link(&slot.host_veth);
-        let _ = ip::delete_netns(&slot.netns);
-        ip::batch(
-            &ip::host_setup_batch(&slot.netns, &slot.host_veth, &slot.addrs),
-            Namespace::Host,
-        )
-        .await?;
+        let _ = netlink::delete_link(&slot.host_veth);
+        let _ = netns::delete_netns(&slot.netns);
+        netns::create_netns(&slot.netns).map_err(SetupError::Netns)?;
         let netns_path = slot.netns_path();
-        ip::batch(
-            &ip::netns_setup_batch(&slot.addrs),
-            Namespace::Net(&netns_path),
-        )
-        .await?;
-        scrub::enable_forwarding(&netns_path).map_err(|source| CommandError::Netns {
-            path: netns_path.display().to_string(),
-            source,
-        })?;
+        links::set_up_slot(&netns_path, &slot.host_veth, &slot.addrs).await?;
+        scrub::enable_forwarding(&netns_path).map_err(SetupError::Forwarding)?;
         nft::apply(
             &nft::netns_ruleset(&slot.addrs),
             Namespace::Net(&netns_path),
@@ -241,7 +245,7 @@ impl NetworkManager {
         };
         changed.map_err(|source| NetworkError::Setup {
             netns: slot.netns.clone(),
-            source,
+            source: source.into(),
         })?;
         slot.internet = internet;
         Ok(())
@@ -271,11 +275,11 @@ impl NetworkManager {
         }
         // Delete the veth pair explicitly: a deleted namespace takes its interfaces down
         // asynchronously, and the next user of this slot index needs the name free at once.
-        if let Err(e) = ip::delete_link(&slot.host_veth) {
+        if let Err(e) = netlink::delete_link(&slot.host_veth) {
             tracing::debug!(link = slot.host_veth, error = %e, "delete host veth");
         }
-        if ip::netns_path(&slot.netns).exists() {
-            if let Err(e) = ip::delete_netns(&slot.netns) {
+        if netns::netns_path(&slot.netns).exists() {
+            if let Err(e) = netns::delete_netns(&slot.netns) {
                 tracing::warn!(netns = slot.netns, error = %e, "delete network namespace");
             }
         }

@@ -5,13 +5,12 @@
 //! table of the namespace is empty and the host's connections marked as the slot's are gone,
 //! so no state of the previous guest's connections leaks to the next one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::netlink::{self, NetlinkSocket};
-use super::TAP_NAME;
+use super::{tap, TAP_NAME};
 
 /// Runs `work` on a short-lived thread that has joined the namespace at `netns_path`.
 /// Sockets, `/proc/sys/net` and `/dev/net/tun` all act in the namespace of the calling
@@ -48,37 +47,16 @@ pub fn scrub(netns_path: &Path) -> io::Result<()> {
     })
 }
 
-/// Fails when a process (a VMM that did not exit) still has the slot's TAP open. Attaching
+/// Fails when a process (a VMM that did not exit) still has the slot's TAP open: attaching
 /// to a single-queue TAP that has a reader fails with `EBUSY`; otherwise we attach and let go.
 fn ensure_tap_detached() -> io::Result<()> {
-    match attach_tap() {
+    match tap::attach(TAP_NAME) {
         Ok(_attached) => Ok(()),
         Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
             Err(io::Error::other("the TAP is still attached to a VMM"))
         }
         Err(error) => Err(error),
     }
-}
-
-/// Attaches to the slot's TAP in the calling thread's namespace, as a VMM does; the TAP is
-/// held until the file is closed.
-pub fn attach_tap() -> io::Result<File> {
-    let tun = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    // SAFETY: an all-zero ifreq is valid; the name is shorter than IFNAMSIZ and stays
-    // NUL-terminated.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(TAP_NAME.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(tun)
 }
 
 /// Netfilter netlink, conntrack subsystem: message kinds and attributes used here.

@@ -247,7 +247,7 @@ pub fn internet_set(instance: &str) -> String {
 
 /// Host objects belonging to a test instance: (netns, links, VMM pids).
 pub async fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>) {
-    use wrenn_agent::network::ip;
+    use wrenn_agent::network::netns;
     let prefix = format!("{instance}-");
     let ours = |names: Vec<String>| -> Vec<String> {
         names
@@ -255,8 +255,8 @@ pub async fn host_objects(instance: &str) -> (Vec<String>, Vec<String>, Vec<u32>
             .filter(|n| n.starts_with(&prefix))
             .collect()
     };
-    let netns = ours(ip::list_netns().expect("list netns"));
-    let links = ours(ip::list_links().expect("list links"));
+    let netns = ours(netns::list_netns().expect("list netns"));
+    let links = ours(netns::list_links().expect("list links"));
     let pids = wrenn_agent::reclaim::find_vmm_processes(&format!("wrenn.{instance}."));
     (netns, links, pids)
 }
