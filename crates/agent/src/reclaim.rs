@@ -54,20 +54,26 @@ pub async fn reclaim(
     Ok(report)
 }
 
-/// PIDs of processes whose command line carries `guest=<prefix>…` (our VMM marker).
+/// PIDs of our VMM processes whose names start with `prefix` (QEMU and Firecracker markers).
 pub fn find_vmm_processes(prefix: &str) -> Vec<u32> {
-    let marker = format!("guest={prefix}");
+    let qemu_marker = format!("guest={prefix}");
+    let firecracker_id = crate::vmm::firecracker::instance_id(prefix);
+    let is_ours = |cmdline: &[u8]| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        // QEMU: `-name guest=<name>`; Firecracker: `--id <name with dots as dashes>`.
+        args.iter()
+            .any(|arg| arg.starts_with(qemu_marker.as_bytes()))
+            || args
+                .windows(2)
+                .any(|pair| pair[0] == b"--id" && pair[1].starts_with(firecracker_id.as_bytes()))
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                cmdline
-                    .split(|b| *b == 0)
-                    .any(|arg| arg.starts_with(marker.as_bytes()))
-            })
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| is_ours(&cmdline))
         })
         .collect()
 }

@@ -1,5 +1,6 @@
-//! Per-sandbox disks: a qcow2 copy-on-write overlay over the template's read-only base image.
-//! Overlays are written directly (`qcow2.rs`); rebasing chains is left to `qemu-img`.
+//! Per-sandbox disks. Under QEMU: a qcow2 copy-on-write overlay over the template's read-only
+//! base image, written directly (`qcow2.rs`; rebasing chains is left to `qemu-img`). Under
+//! Firecracker, which reads raw files only: a reflinked or sparse copy of the image.
 
 pub mod qcow2;
 
@@ -7,8 +8,63 @@ use std::path::{Path, PathBuf};
 
 use crate::command::{self, CommandError, Namespace};
 
-/// File name of a sandbox's writable root disk inside its state directory.
+/// File name of a sandbox's writable root disk inside its state directory (QEMU).
 pub const OVERLAY_FILE: &str = "rootfs.qcow2";
+/// File name of a sandbox's raw root disk (Firecracker).
+pub const RAW_DISK_FILE: &str = "rootfs.raw";
+
+/// The shape of root disk a VMM takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootDisk {
+    /// A qcow2 overlay on the template's image (QEMU).
+    Qcow2Overlay,
+    /// A raw file of its own (Firecracker).
+    Raw,
+}
+
+impl RootDisk {
+    /// The disk's file name inside a sandbox directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            RootDisk::Qcow2Overlay => OVERLAY_FILE,
+            RootDisk::Raw => RAW_DISK_FILE,
+        }
+    }
+}
+
+/// How a copy was made, for the one log line that tells operators whether their data
+/// directory's filesystem shares blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMethod {
+    /// `FICLONE`: the copy shares the image's blocks (XFS, btrfs); instant.
+    Reflink,
+    /// Data extents copied, holes kept.
+    Sparse,
+}
+
+/// Makes `destination` a private raw copy of the raw image `image`, at least `size_mb` large
+/// (envd grows the guest filesystem to fill it).
+pub fn copy_raw(image: &Path, destination: &Path, size_mb: u64) -> std::io::Result<CopyMethod> {
+    use std::os::fd::AsRawFd;
+    let method = {
+        let input = std::fs::File::open(image)?;
+        let output = std::fs::File::create(destination)?;
+        // SAFETY: FICLONE takes the source descriptor as its argument; both are ours.
+        let cloned = unsafe { libc::ioctl(output.as_raw_fd(), libc::FICLONE, input.as_raw_fd()) };
+        if cloned == 0 {
+            CopyMethod::Reflink
+        } else {
+            drop(output);
+            copy_sparse(image, destination)?;
+            CopyMethod::Sparse
+        }
+    };
+    let output = std::fs::OpenOptions::new().write(true).open(destination)?;
+    if output.metadata()?.len() < size_mb << 20 {
+        output.set_len(size_mb << 20)?;
+    }
+    Ok(method)
+}
 
 /// Disk failures.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +242,37 @@ mod tests {
             std::fs::read(&destination).unwrap()
         );
         assert!(allocated_bytes(&destination).unwrap() < 1 << 20);
+    }
+
+    #[test]
+    fn raw_copies_keep_the_image_and_grow_to_the_disk_size() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image.ext4");
+        let mut file = std::fs::File::create(&image).unwrap();
+        file.set_len(8 << 20).unwrap();
+        file.seek(SeekFrom::Start(3 << 20)).unwrap();
+        file.write_all(b"superblock").unwrap();
+        drop(file);
+        let copy = dir.path().join(RAW_DISK_FILE);
+        let method = copy_raw(&image, &copy, 16).unwrap();
+        let bytes = std::fs::read(&copy).unwrap();
+        assert_eq!(bytes.len(), 16 << 20);
+        assert_eq!(&bytes[3 << 20..(3 << 20) + 10], b"superblock");
+        // The copy is private: writing it leaves the image alone.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .write_all(b"changed")
+            .unwrap();
+        assert_eq!(&std::fs::read(&image).unwrap()[..7], &[0u8; 7]);
+        if method == CopyMethod::Sparse {
+            assert!(allocated_bytes(&copy).unwrap() < 1 << 20);
+        }
+        // A disk size below the image's keeps the image's size.
+        copy_raw(&image, &copy, 1).unwrap();
+        assert_eq!(std::fs::metadata(&copy).unwrap().len(), 8 << 20);
     }
 
     #[tokio::test]

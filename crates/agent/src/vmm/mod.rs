@@ -1,6 +1,8 @@
 //! The virtual machine monitor boundary: what the rest of the agent asks of a VMM, whatever
-//! runs underneath (QEMU now; Firecracker on hosts with hardware KVM later).
+//! runs underneath: QEMU (`qemu.rs`, any host, TCG or KVM) or Firecracker (`firecracker/`,
+//! hosts with hardware KVM).
 
+pub mod firecracker;
 pub mod qemu;
 pub mod qmp;
 
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::accel::Accelerator;
+use crate::disk::RootDisk;
 
 /// Everything a VMM needs to boot one guest. Paths are absolute.
 #[derive(Debug, Clone)]
@@ -101,6 +104,10 @@ pub enum VmmError {
         operation: &'static str,
         timeout: std::time::Duration,
     },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("control Firecracker")]
+    Firecracker(#[from] firecracker::api::ApiError),
     #[error("stop VMM process {pid}")]
     Kill {
         pid: u32,
@@ -114,6 +121,8 @@ pub enum VmmError {
 pub trait Vmm: Send + Sync + 'static {
     /// "qemu" or "firecracker".
     fn kind(&self) -> &'static str;
+    /// The root disk this VMM takes.
+    fn root_disk(&self) -> RootDisk;
     /// Starts a VMM process and returns once it accepts control commands.
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
     /// Starts a VMM with the same devices as `spec`, loads the state saved by
@@ -153,6 +162,14 @@ impl SavedRam {
             MemorySharing::Private => Self::InStateFile,
         }
     }
+}
+
+/// Where a VMM that cannot put RAM inside its state file (Firecracker) keeps the RAM saved
+/// with [`SavedRam::InStateFile`]: a file beside it.
+pub fn ram_beside_state(state_file: &Path) -> PathBuf {
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".memory");
+    PathBuf::from(name)
 }
 
 /// What a restored VM does once its state is loaded.

@@ -127,6 +127,10 @@ impl Vmm for QemuVmm {
         "qemu"
     }
 
+    fn root_disk(&self) -> crate::disk::RootDisk {
+        crate::disk::RootDisk::Qcow2Overlay
+    }
+
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError> {
         Ok(Box::new(self.spawn(spec, BootMode::Fresh).await?))
     }

@@ -1,0 +1,289 @@
+//! The Firecracker driver, for hosts with hardware KVM. One `firecracker` process per VM,
+//! started in the sandbox's network namespace like QEMU, configured over its API socket
+//! (`api.rs`).
+//!
+//! Differences from QEMU that the rest of the agent sees:
+//! * Root disks are raw files ([`RootDisk::Raw`]): Firecracker has no qcow2.
+//! * The process runs in the sandbox directory and the drive path it gets is relative to it,
+//!   so saved state names `rootfs.raw` and restores against whichever sandbox directory the
+//!   new process runs in: a resumed sandbox's own, or a clone's.
+//! * Guest RAM is anonymous while the VM runs (or a private mapping of the file it was
+//!   restored from), so a pause writes all of it: into the sandbox's memory file for a
+//!   [`MemorySharing::Shared`] spec, beside the state file ([`ram_beside_state`]) for a clone.
+//!   Memory files are written under a temporary name and renamed, because the running VM may
+//!   still map the file being replaced.
+
+pub mod api;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::{Child, Command};
+
+use self::api::{ApiClient, ApiError};
+use super::{
+    ram_beside_state, tail_of_file, AfterRestore, MemorySharing, SavedRam, SavedState, VmExit,
+    VmInstance, VmSpec, Vmm, VmmError,
+};
+use crate::accel::Accelerator;
+use crate::disk::RootDisk;
+
+const API_SOCKET: &str = "firecracker.sock";
+const CONSOLE_LOG: &str = "console.log";
+const VMM_LOG: &str = "vmm.log";
+
+/// Runs guests with Firecracker.
+#[derive(Debug, Clone)]
+pub struct FirecrackerVmm {
+    binary: PathBuf,
+    api_timeout: Duration,
+}
+
+impl FirecrackerVmm {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            // Loading a snapshot of a large guest maps its memory file; generous.
+            api_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Why Firecracker cannot run VMs on this host, or `None` when it can: the binary must
+    /// run and KVM must be usable.
+    pub fn unavailable_reason(binary: &Path, accelerator: Accelerator) -> Option<String> {
+        if accelerator != Accelerator::Kvm {
+            return Some("Firecracker needs hardware KVM, and this host has none usable".into());
+        }
+        match std::process::Command::new(binary).arg("--version").output() {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(format!(
+                "{} --version failed: {}",
+                binary.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(e) => Some(format!("cannot run {}: {e}", binary.display())),
+        }
+    }
+}
+
+/// Firecracker's `--id` allows letters, digits and '-': the VM name with its dots replaced.
+/// Reclaim finds stray VMs by it (`reclaim::find_vmm_processes`).
+pub fn instance_id(vm_name: &str) -> String {
+    vm_name.replace('.', "-")
+}
+
+/// The root disk's path as the VMM sees it: relative to the sandbox directory.
+fn relative_root_disk(spec: &VmSpec) -> Result<String, VmmError> {
+    spec.root_disk
+        .strip_prefix(&spec.run_dir)
+        .ok()
+        .and_then(|p| p.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            VmmError::Unsupported(format!(
+                "the root disk {} must lie in the sandbox directory {}",
+                spec.root_disk.display(),
+                spec.run_dir.display()
+            ))
+        })
+}
+
+#[async_trait]
+impl Vmm for FirecrackerVmm {
+    fn kind(&self) -> &'static str {
+        "firecracker"
+    }
+
+    fn root_disk(&self) -> RootDisk {
+        RootDisk::Raw
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError> {
+        let root_disk = relative_root_disk(spec)?;
+        let mut instance = self.spawn(spec).await?;
+        match instance
+            .api
+            .send_all(&api::boot_requests(spec, &root_disk))
+            .await
+        {
+            Ok(()) => Ok(Box::new(instance)),
+            Err(e) => Err(instance.fail(e).await),
+        }
+    }
+
+    async fn restore(
+        &self,
+        spec: &VmSpec,
+        saved: SavedState<'_>,
+        after: AfterRestore,
+    ) -> Result<Box<dyn VmInstance>, VmmError> {
+        let memory = match saved.ram {
+            SavedRam::InMemoryFile => spec.memory_file.clone(),
+            SavedRam::InStateFile => ram_beside_state(saved.file),
+        };
+        for file in [saved.file, memory.as_path()] {
+            File::open(file).map_err(|source| VmmError::StateFile {
+                path: file.to_owned(),
+                source,
+            })?;
+        }
+        let mut instance = self.spawn(spec).await?;
+        match instance
+            .api
+            .send(&api::load_request(saved.file, &memory, after))
+            .await
+        {
+            Ok(()) => Ok(Box::new(instance)),
+            Err(e) => Err(instance.fail(e).await),
+        }
+    }
+}
+
+impl FirecrackerVmm {
+    async fn spawn(&self, spec: &VmSpec) -> Result<FirecrackerInstance, VmmError> {
+        if spec.accelerator != Accelerator::Kvm {
+            return Err(VmmError::Unsupported(
+                "Firecracker needs hardware KVM; use the QEMU driver on this host".into(),
+            ));
+        }
+        let run_dir_error = |source| VmmError::RunDir {
+            path: spec.run_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&spec.run_dir).map_err(run_dir_error)?;
+        let socket = spec.run_dir.join(API_SOCKET);
+        let _ = std::fs::remove_file(&socket);
+        let console = File::create(spec.run_dir.join(CONSOLE_LOG)).map_err(run_dir_error)?;
+        // Firecracker appends to its log file but does not create it.
+        let log = File::create(spec.run_dir.join(VMM_LOG)).map_err(run_dir_error)?;
+        let netns = File::open(&spec.network.netns).map_err(|source| VmmError::OpenNetns {
+            path: spec.network.netns.clone(),
+            source,
+        })?;
+
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--api-sock")
+            .arg(&socket)
+            .args(["--id", &instance_id(&spec.name)])
+            .arg("--log-path")
+            .arg(spec.run_dir.join(VMM_LOG))
+            .args(["--level", "Warning"])
+            // Relative drive paths resolve here (see the module comment).
+            .current_dir(&spec.run_dir)
+            .stdin(Stdio::null())
+            // The guest's serial console is Firecracker's standard output.
+            .stdout(console)
+            .stderr(log)
+            .kill_on_drop(true);
+        crate::command::join_netns_at_exec(&mut command, netns);
+        let mut child = command.spawn().map_err(|source| VmmError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let api = tokio::select! {
+            api = ApiClient::connect(&socket, self.api_timeout) => api,
+            status = child.wait() => {
+                let code = status.ok().and_then(|s| s.code());
+                return Err(VmmError::ExitedEarly { code, log_tail: log_tail(&spec.run_dir) });
+            }
+        };
+        match api {
+            Ok(api) => Ok(FirecrackerInstance {
+                pid: child.id(),
+                child,
+                api,
+                run_dir: spec.run_dir.clone(),
+                memory_sharing: spec.memory_sharing,
+                memory_file: spec.memory_file.clone(),
+            }),
+            Err(e) => {
+                let _ = child.kill().await;
+                Err(VmmError::Firecracker(e))
+            }
+        }
+    }
+}
+
+fn log_tail(run_dir: &Path) -> String {
+    format!(
+        "--- console ---\n{}\n--- firecracker ---\n{}",
+        tail_of_file(&run_dir.join(CONSOLE_LOG), 20),
+        tail_of_file(&run_dir.join(VMM_LOG), 10)
+    )
+}
+
+struct FirecrackerInstance {
+    pid: Option<u32>,
+    child: Child,
+    api: ApiClient,
+    run_dir: PathBuf,
+    memory_sharing: MemorySharing,
+    memory_file: PathBuf,
+}
+
+impl FirecrackerInstance {
+    /// Ends a VM whose set-up failed and returns the error.
+    async fn fail(mut self, error: ApiError) -> VmmError {
+        let _ = self.kill().await;
+        VmmError::Firecracker(error)
+    }
+}
+
+#[async_trait]
+impl VmInstance for FirecrackerInstance {
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    async fn wait_exit(&mut self) -> VmExit {
+        let code = self
+            .child
+            .wait()
+            .await
+            .ok()
+            .and_then(|status| status.code());
+        VmExit {
+            code,
+            log_tail: log_tail(&self.run_dir),
+        }
+    }
+
+    async fn kill(&mut self) -> Result<(), VmmError> {
+        let pid = self.pid.unwrap_or_default();
+        match self.child.kill().await {
+            Ok(()) => Ok(()),
+            // Already exited and reaped.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+            Err(source) => Err(VmmError::Kill { pid, source }),
+        }
+    }
+
+    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
+        let memory = match SavedRam::saved_from(self.memory_sharing) {
+            SavedRam::InMemoryFile => self.memory_file.clone(),
+            SavedRam::InStateFile => ram_beside_state(state_file),
+        };
+        let partial = PathBuf::from(format!("{}.partial", memory.display()));
+        let saved = self
+            .api
+            .send_all(&api::save_requests(state_file, &partial))
+            .await;
+        // Nothing of the guest is left to shut down cleanly: its state is on disk, or lost.
+        self.kill().await?;
+        if let Err(e) = saved {
+            let _ = std::fs::remove_file(&partial);
+            return Err(VmmError::Firecracker(e));
+        }
+        std::fs::rename(&partial, &memory).map_err(|source| VmmError::StateFile {
+            path: memory,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
