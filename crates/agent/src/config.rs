@@ -21,7 +21,9 @@ pub struct AgentConfig {
     /// Host-side addresses of network slots: each slot takes a /30 from this block.
     pub slot_network: SlotNetwork,
     pub accelerator: AcceleratorChoice,
+    pub vmm: VmmChoice,
     pub qemu_binary: PathBuf,
+    pub firecracker_binary: PathBuf,
     pub qemu_img_binary: PathBuf,
     /// TCG translated-code cache per VM, in MiB (software emulation only).
     pub tcg_cache_mb: u32,
@@ -40,6 +42,31 @@ pub struct AgentConfig {
 /// the working set of envd, the guest kernel and a Python start-up; 16 MiB doubles Python's
 /// start-up time, and every MiB is resident in each VM (see docs/snapshots.md).
 pub const DEFAULT_TCG_CACHE_MB: u32 = 24;
+
+/// Which VMM runs the guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmmChoice {
+    /// Firecracker where it can run (hardware KVM and the binary present), QEMU elsewhere.
+    #[default]
+    Auto,
+    Qemu,
+    Firecracker,
+}
+
+impl std::str::FromStr for VmmChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "qemu" => Ok(Self::Qemu),
+            "firecracker" => Ok(Self::Firecracker),
+            other => Err(format!(
+                "unknown VMM {other:?}: use auto, qemu or firecracker"
+            )),
+        }
+    }
+}
 
 /// What the agent does with its sandboxes when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +136,9 @@ impl AgentConfig {
                 prefix_len: 16,
             },
             accelerator: AcceleratorChoice::Auto,
+            vmm: VmmChoice::Auto,
             qemu_binary: "qemu-system-x86_64".into(),
+            firecracker_binary: "firecracker".into(),
             qemu_img_binary: "qemu-img".into(),
             tcg_cache_mb: DEFAULT_TCG_CACHE_MB,
             guest_aslr: GuestAslr::Auto,
@@ -148,6 +177,16 @@ mod tests {
         assert!("10.200.0.1/16".parse::<SlotNetwork>().is_err());
         assert!("10.200.0.0".parse::<SlotNetwork>().is_err());
         assert!("10.0.0.0/4".parse::<SlotNetwork>().is_err());
+    }
+
+    #[test]
+    fn vmm_choices_parse() {
+        assert_eq!("auto".parse(), Ok(VmmChoice::Auto));
+        assert_eq!("firecracker".parse(), Ok(VmmChoice::Firecracker));
+        assert!("xen"
+            .parse::<VmmChoice>()
+            .unwrap_err()
+            .contains("auto, qemu or firecracker"));
     }
 
     #[test]

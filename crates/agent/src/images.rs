@@ -76,6 +76,14 @@ pub struct SnapshotManifest {
     /// once flattened, the base template.
     pub parent: String,
     pub source_sandbox: String,
+    /// The VMM that saved the device state ("qemu" or "firecracker"): only it can load it.
+    /// Templates from before this field were QEMU's.
+    #[serde(default = "qemu_kind")]
+    pub vmm: String,
+}
+
+fn qemu_kind() -> String {
+    "qemu".into()
 }
 
 /// Error returned when a template name could escape the templates directory or is malformed.

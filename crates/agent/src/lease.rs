@@ -165,6 +165,18 @@ impl InstanceLease {
             .slot_network()
             .parse()
             .expect("lease networks are valid");
+        config.vmm = test_vmm();
+    }
+}
+
+/// The VMM test agents use: `WRENN_TEST_VMM` (auto, qemu or firecracker), QEMU when unset, so
+/// a suite runs the same on every host unless asked to run on Firecracker.
+pub fn test_vmm() -> crate::config::VmmChoice {
+    match std::env::var("WRENN_TEST_VMM") {
+        Ok(choice) => choice
+            .parse()
+            .unwrap_or_else(|e| panic!("WRENN_TEST_VMM: {e}")),
+        Err(_) => crate::config::VmmChoice::Qemu,
     }
 }
 

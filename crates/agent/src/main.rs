@@ -33,6 +33,13 @@ struct Args {
     /// auto, kvm or tcg.
     #[arg(long, env = "WRENN_ACCELERATOR", default_value = "auto")]
     accelerator: AcceleratorChoice,
+    /// auto, qemu or firecracker. auto picks Firecracker where it can run (hardware KVM and
+    /// its binary), QEMU elsewhere.
+    #[arg(long, env = "WRENN_VMM", default_value = "auto")]
+    vmm: wrenn_agent::config::VmmChoice,
+    /// The Firecracker binary.
+    #[arg(long, env = "WRENN_FIRECRACKER", default_value = "firecracker")]
+    firecracker_binary: PathBuf,
     /// What to do with sandboxes when the agent stops: `pause` keeps them for the next start,
     /// `destroy` removes them.
     #[arg(long, env = "WRENN_ON_SHUTDOWN", default_value = "pause", value_parser = ["pause", "destroy"])]
@@ -69,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
     config.instance = args.instance;
     config.slot_network = args.slot_network;
     config.accelerator = args.accelerator;
+    config.vmm = args.vmm;
+    config.firecracker_binary = args.firecracker_binary;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
     config.tcg_cache_mb = args.tcg_cache_mb;
     config.guest_aslr = args.guest_aslr;

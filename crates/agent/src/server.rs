@@ -10,13 +10,49 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use wrenn_agent_api::v1::host_agent_server::HostAgentServer;
 
-use crate::config::AgentConfig;
+use crate::accel::Accelerator;
+use crate::config::{AgentConfig, VmmChoice};
 use crate::envd_client::{HTTP2_CONNECTION_WINDOW, HTTP2_STREAM_WINDOW, MAX_MESSAGE_BYTES};
 use crate::reclaim::ReclaimReport;
 use crate::sandbox::manager::StartError;
 use crate::sandbox::SandboxManager;
 use crate::service::AgentService;
+use crate::vmm::firecracker::FirecrackerVmm;
 use crate::vmm::qemu::QemuVmm;
+use crate::vmm::Vmm;
+
+/// The VMM driver: QEMU or Firecracker as configured; with `auto`, Firecracker where it can
+/// run (hardware KVM and its binary), QEMU otherwise. Asking for Firecracker where it cannot
+/// run is an error that says why.
+pub fn choose_vmm(
+    config: &AgentConfig,
+    accelerator: Accelerator,
+) -> Result<Arc<dyn Vmm>, StartError> {
+    let qemu = || -> Arc<dyn Vmm> {
+        Arc::new(QemuVmm::new(
+            config.qemu_binary.clone(),
+            config.tcg_cache_mb,
+        ))
+    };
+    let firecracker =
+        || -> Arc<dyn Vmm> { Arc::new(FirecrackerVmm::new(config.firecracker_binary.clone())) };
+    let unavailable =
+        || FirecrackerVmm::unavailable_reason(&config.firecracker_binary, accelerator);
+    match config.vmm {
+        VmmChoice::Qemu => Ok(qemu()),
+        VmmChoice::Firecracker => match unavailable() {
+            None => Ok(firecracker()),
+            Some(reason) => Err(StartError::Vmm(reason)),
+        },
+        VmmChoice::Auto => match unavailable() {
+            None => Ok(firecracker()),
+            Some(reason) => {
+                tracing::info!(%reason, "using QEMU: Firecracker cannot run here");
+                Ok(qemu())
+            }
+        },
+    }
+}
 
 /// How long open client streams may stay after shutdown began.
 const CLIENT_GRACE: Duration = Duration::from_secs(3);
@@ -28,12 +64,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Prepares the host with the QEMU driver.
+    /// Prepares the host with the VMM the configuration picks (see [`choose_vmm`]).
     pub async fn start(config: AgentConfig) -> Result<Self, StartError> {
-        let vmm = Arc::new(QemuVmm::new(
-            config.qemu_binary.clone(),
-            config.tcg_cache_mb,
-        ));
+        let vmm = choose_vmm(&config, config.accelerator.resolve())?;
         let (manager, reclaimed) = SandboxManager::start(config, vmm).await?;
         Ok(Self {
             manager: Arc::new(manager),

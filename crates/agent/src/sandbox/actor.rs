@@ -1,7 +1,7 @@
 //! The task that owns one sandbox's VM: its VMM process, network slot and disk. Everything that
 //! changes the VM's lifecycle arrives here over a channel, so no two callers race on it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
 use super::suspend::MEMORY_FILE;
 use super::{SandboxEvent, SandboxInfo, SandboxState};
-use crate::disk::{self, BaseFormat};
+use crate::disk::{self, BaseFormat, RootDisk};
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
 use crate::images::{ResolvedTemplate, GUEST_INIT_PATH};
@@ -249,16 +249,15 @@ impl SandboxActor {
         let started = Instant::now();
         std::fs::create_dir_all(&self.dir).map_err(|e| internal("create sandbox directory", &e))?;
         let snapshot = plan.template.snapshot.as_ref();
-        let overlay = self.dir.join(disk::OVERLAY_FILE);
-        // Writing the overlay takes well under a millisecond; the slot may need `ip` and `nft`.
-        let disk = disk::create_overlay(
+        let root_disk = self.ctx.vmm.root_disk();
+        let disk_path = self.dir.join(root_disk.file_name());
+        // Writing an overlay takes well under a millisecond, a raw copy longer unless the
+        // filesystem reflinks; a slot not taken from the spares needs its set-up.
+        let disk = create_root_disk(
+            root_disk,
             &plan.template.rootfs_path,
-            if snapshot.is_some() {
-                BaseFormat::Qcow2
-            } else {
-                BaseFormat::Raw
-            },
-            &overlay,
+            snapshot.is_some(),
+            &disk_path,
             u64::from(plan.disk_mb),
         )
         .map_err(|e| internal("create root disk", &e))
@@ -296,7 +295,7 @@ impl SandboxActor {
             memory_mb: plan.request.memory_mb,
             kernel: plan.template.kernel_path.clone(),
             kernel_args: kernel_args(self.ctx.config.guest_aslr.enabled(self.ctx.accelerator)),
-            root_disk: overlay,
+            root_disk: disk_path,
             network: VmNetwork {
                 netns: slot.netns_path(),
                 tap: TAP_NAME.into(),
@@ -454,7 +453,8 @@ impl SandboxActor {
 
     /// Starts sampling a freshly started VMM.
     pub(super) fn watch_vmm(&mut self, pid: Option<u32>) {
-        self.sampler = pid.map(|pid| Sampler::new(pid, &self.dir.join(disk::OVERLAY_FILE)));
+        self.sampler =
+            pid.map(|pid| Sampler::new(pid, &self.dir.join(self.ctx.vmm.root_disk().file_name())));
         self.last_sample = None;
     }
 }
@@ -477,6 +477,40 @@ enum Event {
 
 /// The marker in a VMM's command line: start-up reclaim kills processes carrying its
 /// instance's prefix.
+/// Makes a sandbox's root disk from its template's image: a qcow2 overlay on it (QEMU) or a
+/// raw copy of it (Firecracker; the copy method is logged once, see disks.md).
+pub(crate) fn create_root_disk(
+    kind: RootDisk,
+    image: &Path,
+    image_is_snapshot: bool,
+    disk: &Path,
+    size_mb: u64,
+) -> Result<(), disk::DiskError> {
+    match kind {
+        RootDisk::Qcow2Overlay => disk::create_overlay(
+            image,
+            if image_is_snapshot {
+                BaseFormat::Qcow2
+            } else {
+                BaseFormat::Raw
+            },
+            disk,
+            size_mb,
+        ),
+        RootDisk::Raw => {
+            let method =
+                disk::copy_raw(image, disk, size_mb).map_err(|source| disk::DiskError::Create {
+                    path: disk.to_owned(),
+                    base: image.to_owned(),
+                    source,
+                })?;
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| tracing::info!(?method, "raw root disks are copied this way"));
+            Ok(())
+        }
+    }
+}
+
 pub(crate) fn vmm_name(instance: &str, sandbox_id: &str) -> String {
     format!("{}{sandbox_id}", vmm_name_prefix(instance))
 }

@@ -217,6 +217,7 @@ mod tests {
                 env: BTreeMap::new(),
                 parent: parent.into(),
                 source_sandbox: "sb-x".into(),
+                vmm: "qemu".into(),
             }),
         }
     }

@@ -86,6 +86,8 @@ pub enum StartError {
     Network(#[from] crate::network::NetworkError),
     #[error(transparent)]
     AlreadyRunning(#[from] crate::lease::InstanceLockError),
+    #[error("{0}")]
+    Vmm(String),
 }
 
 /// All sandboxes on this host.
@@ -211,6 +213,16 @@ impl SandboxManager {
     pub async fn create(&self, mut request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
         if let Ok(Some(template)) = self.images.read_manifest(&request.template) {
             if let Some(snapshot) = template.snapshot {
+                if snapshot.vmm != self.ctx.vmm.kind() {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "template {:?} was snapshotted by {}, and this host runs {}: only {} \
+                         can load its saved state",
+                        request.template,
+                        snapshot.vmm,
+                        self.ctx.vmm.kind(),
+                        snapshot.vmm
+                    )));
+                }
                 fit_to_snapshot(&mut request, &snapshot)?;
             }
         }

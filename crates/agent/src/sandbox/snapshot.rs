@@ -16,14 +16,20 @@ use rand::Rng;
 use super::actor::SandboxActor;
 use super::suspend::{MEMORY_FILE, STATE_FILE};
 use super::{now_ms, SandboxState};
-use crate::disk::{self, BaseFormat, OVERLAY_FILE};
+use crate::disk::{self, BaseFormat, RootDisk};
 use crate::error::ApiError;
 use crate::images::{
     validate_template_name, write_manifest_in, ImageStore, ResolvedTemplate, SnapshotManifest,
     TemplateManifest,
 };
 
-const FROZEN_DISK: &str = "disk.qcow2";
+/// The frozen disk, by the shape the VMM takes: a qcow2 layer or a raw image.
+fn frozen_disk(kind: RootDisk) -> &'static str {
+    match kind {
+        RootDisk::Qcow2Overlay => "disk.qcow2",
+        RootDisk::Raw => "disk.raw",
+    }
+}
 const FROZEN_MEMORY: &str = "memory";
 const FROZEN_STATE: &str = "vmstate";
 
@@ -65,7 +71,8 @@ impl SandboxActor {
             Ok(manifest) => manifest,
             Err(e) => {
                 // The sandbox itself is untouched unless its disk was already moved.
-                if was_running && self.dir.join(OVERLAY_FILE).exists() {
+                let disk_file = self.ctx.vmm.root_disk().file_name();
+                if was_running && self.dir.join(disk_file).exists() {
                     let _ = self.resume().await;
                 }
                 return Err(e);
@@ -99,16 +106,23 @@ impl SandboxActor {
         let base = self.base_template(store)?;
         let disk_template = self.info.borrow().disk_template.clone();
         std::fs::create_dir_all(&staging).map_err(|e| internal("create template directory", e))?;
+        let root_disk = self.ctx.vmm.root_disk();
+        let (disk_file, frozen_file) = (root_disk.file_name(), frozen_disk(root_disk));
         let result = async {
             disk::copy_sparse(&self.dir.join(MEMORY_FILE), &staging.join(FROZEN_MEMORY))
                 .map_err(|e| internal("copy guest memory", e))?;
             disk::copy_sparse(&self.dir.join(STATE_FILE), &staging.join(FROZEN_STATE))
                 .map_err(|e| internal("copy device state", e))?;
-            move_file(&self.dir.join(OVERLAY_FILE), &staging.join(FROZEN_DISK))
+            move_file(&self.dir.join(disk_file), &staging.join(frozen_file))
                 .map_err(|e| internal("freeze disk", e))?;
-            let parent = self
-                .bound_disk_chain(store, &disk_template, &base, &staging.join(FROZEN_DISK))
-                .await?;
+            let parent = match root_disk {
+                RootDisk::Qcow2Overlay => {
+                    self.bound_disk_chain(store, &disk_template, &base, &staging.join(frozen_file))
+                        .await?
+                }
+                // A raw disk is whole: no chain to bound; the base stays its nominal parent.
+                RootDisk::Raw => base.manifest.name.clone(),
+            };
             let info = self.info.borrow().clone();
             let manifest = TemplateManifest {
                 name: name.to_owned(),
@@ -117,7 +131,7 @@ impl SandboxActor {
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                rootfs: FROZEN_DISK.into(),
+                rootfs: frozen_file.into(),
                 rootfs_bytes: u64::from(info.disk_mb) << 20,
                 inputs_key: format!("snapshot:{}", info.id),
                 created_at_ms: now_ms(),
@@ -131,11 +145,12 @@ impl SandboxActor {
                     env: self.init.env.clone().into_iter().collect(),
                     parent,
                     source_sandbox: info.id.to_string(),
+                    vmm: self.ctx.vmm.kind().into(),
                 }),
             };
             write_manifest_in(&staging, &manifest)
                 .map_err(|e| internal("write template manifest", e))?;
-            for file in [FROZEN_MEMORY, FROZEN_STATE, FROZEN_DISK] {
+            for file in [FROZEN_MEMORY, FROZEN_STATE, frozen_file] {
                 std::fs::set_permissions(
                     staging.join(file),
                     std::fs::Permissions::from_mode(0o444),
@@ -153,19 +168,20 @@ impl SandboxActor {
             Ok(manifest) => manifest,
             Err(e) => {
                 // Put the disk back if it was moved, then drop the half-made template.
-                let moved = staging.join(FROZEN_DISK);
-                if moved.exists() && !self.dir.join(OVERLAY_FILE).exists() {
-                    let _ = move_file(&moved, &self.dir.join(OVERLAY_FILE));
+                let moved = staging.join(frozen_file);
+                if moved.exists() && !self.dir.join(disk_file).exists() {
+                    let _ = move_file(&moved, &self.dir.join(disk_file));
                 }
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(e);
             }
         };
         let disk_mb = u64::from(self.info.borrow().disk_mb);
-        disk::create_overlay(
-            &final_dir.join(FROZEN_DISK),
-            BaseFormat::Qcow2,
-            &self.dir.join(OVERLAY_FILE),
+        super::actor::create_root_disk(
+            root_disk,
+            &final_dir.join(frozen_file),
+            true,
+            &self.dir.join(disk_file),
             disk_mb,
         )
         .map_err(|e| ApiError::internal(&e))?;

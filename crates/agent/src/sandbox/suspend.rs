@@ -10,10 +10,9 @@ use rand::RngCore;
 use super::actor::SandboxActor;
 use super::record::PausedRecord;
 use super::SandboxState;
-use crate::disk::OVERLAY_FILE;
 use crate::envd_client::EnvdClient;
 use crate::error::{error_chain, ApiError};
-use crate::vmm::{AfterRestore, MemorySharing, SavedRam, SavedState, VmSpec};
+use crate::vmm::{ram_beside_state, AfterRestore, MemorySharing, SavedRam, SavedState, VmSpec};
 
 /// Device state of a paused sandbox, inside its directory.
 pub const STATE_FILE: &str = "vmstate";
@@ -40,7 +39,7 @@ impl SandboxActor {
             Ok(()) => {
                 let own_memory = self.spec.as_ref().map(|spec| spec.memory_sharing)
                     == Some(MemorySharing::Shared);
-                make_durable(&self.dir, own_memory)
+                make_durable(&self.dir, self.ctx.vmm.root_disk().file_name(), own_memory)
                     .map_err(|e| format!("flush paused sandbox to disk: {e}"))
             }
             Err(e) => Err(format!("save VM state: {}", error_chain(&e))),
@@ -145,7 +144,9 @@ impl SandboxActor {
         match EnvdClient::connect_and_init(addr, init, None, self.ctx.config.ready_timeout).await {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
-                let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+                let state_file = self.dir.join(STATE_FILE);
+                let _ = std::fs::remove_file(ram_beside_state(&state_file));
+                let _ = std::fs::remove_file(state_file);
                 self.activity.touch();
                 self.update(|info| {
                     info.state = SandboxState::Running;
@@ -240,6 +241,8 @@ impl SandboxActor {
             self.drop_fresh_memory_file(&paused_spec);
             return Err(ApiError::Internal(format!("replace saved state: {e}")));
         }
+        // A Firecracker clone's RAM saved beside the old state is in the memory file now.
+        let _ = std::fs::remove_file(ram_beside_state(&state_file));
         self.spec = Some(spec);
         self.write_paused_record();
         tracing::info!(
@@ -282,13 +285,19 @@ impl SandboxActor {
 }
 
 /// fsyncs everything a paused sandbox is made of, in parallel (concurrent fsyncs share journal
-/// commits). A clone's RAM is in the state file (its memory file is the template's, never
-/// written). The directory itself is synced once, by the record written after this.
-fn make_durable(dir: &Path, own_memory_file: bool) -> std::io::Result<()> {
-    let mut files = vec![STATE_FILE, OVERLAY_FILE];
+/// commits). A clone's RAM is in the state file, or beside it under Firecracker (its memory
+/// file is the template's, never written). The directory itself is synced once, by the record
+/// written after this.
+fn make_durable(dir: &Path, disk_file: &str, own_memory_file: bool) -> std::io::Result<()> {
+    let mut files = vec![STATE_FILE.to_owned(), disk_file.to_owned()];
     if own_memory_file {
-        files.push(MEMORY_FILE);
+        files.push(MEMORY_FILE.to_owned());
     }
+    let beside = ram_beside_state(&dir.join(STATE_FILE));
+    if !own_memory_file && beside.exists() {
+        files.push(beside.to_string_lossy().into_owned());
+    }
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
     make_durable_files(dir, &files)
 }
 
