@@ -166,3 +166,51 @@ async fn a_guest_that_does_not_answer_in_time_fails_create_clearly_and_leaves_no
     assert!(listed.sandboxes.is_empty());
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_saved_by_another_vmm_is_refused_by_name() {
+    use wrenn_agent::images::{write_manifest_in, SnapshotManifest, TemplateManifest};
+    let mut host = TestHost::start().await;
+    // Only the manifest: the refusal must come before any file of it is opened.
+    let name = format!("fc-saved-{}", host.lease.0.index);
+    let dir = common::images_dir().join("templates").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = TemplateManifest {
+        name: name.clone(),
+        kernel: "vmlinux".into(),
+        rootfs: "disk.raw".into(),
+        rootfs_bytes: 1 << 30,
+        inputs_key: "test".into(),
+        created_at_ms: 0,
+        snapshot: Some(SnapshotManifest {
+            memory: "memory".into(),
+            device_state: "vmstate".into(),
+            vcpus: 1,
+            memory_mb: 256,
+            disk_mb: 1024,
+            envd_token: "t".into(),
+            env: Default::default(),
+            parent: "minimal".into(),
+            source_sandbox: "sb-elsewhere".into(),
+            vmm: "firecracker".into(),
+        }),
+    };
+    write_manifest_in(&dir, &manifest).unwrap();
+    let status = host
+        .client
+        .create_sandbox(pb::CreateSandboxRequest {
+            template: name,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status}");
+    assert!(
+        status.message().contains("snapshotted by firecracker"),
+        "{status}"
+    );
+    let (netns, links, pids) = host_objects(&host.instance()).await;
+    assert!(netns.is_empty() && links.is_empty() && pids.is_empty());
+    host.stop().await;
+}

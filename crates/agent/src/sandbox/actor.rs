@@ -475,8 +475,6 @@ enum Event {
     VmmExited(crate::vmm::VmExit),
 }
 
-/// The marker in a VMM's command line: start-up reclaim kills processes carrying its
-/// instance's prefix.
 /// Makes a sandbox's root disk from its template's image: a qcow2 overlay on it (QEMU) or a
 /// raw copy of it (Firecracker; the copy method is logged once, see disks.md).
 pub(crate) fn create_root_disk(
@@ -511,6 +509,8 @@ pub(crate) fn create_root_disk(
     }
 }
 
+/// The marker in a VMM's command line: start-up reclaim kills processes carrying its
+/// instance's prefix.
 pub(crate) fn vmm_name(instance: &str, sandbox_id: &str) -> String {
     format!("{}{sandbox_id}", vmm_name_prefix(instance))
 }
