@@ -240,12 +240,7 @@ impl VmInstance for FirecrackerInstance {
     }
 
     async fn wait_exit(&mut self) -> VmExit {
-        let code = self
-            .child
-            .wait()
-            .await
-            .ok()
-            .and_then(|status| status.code());
+        let code = super::exit_code(&mut self.child).await;
         VmExit {
             code,
             log_tail: log_tail(&self.run_dir),
@@ -253,13 +248,7 @@ impl VmInstance for FirecrackerInstance {
     }
 
     async fn kill(&mut self) -> Result<(), VmmError> {
-        let pid = self.pid.unwrap_or_default();
-        match self.child.kill().await {
-            Ok(()) => Ok(()),
-            // Already exited and reaped.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-            Err(source) => Err(VmmError::Kill { pid, source }),
-        }
+        super::kill_child(&mut self.child, self.pid).await
     }
 
     async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
