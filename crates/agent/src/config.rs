@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub guest_aslr: GuestAslr,
     /// Network slots kept set up ahead of demand (0 = none).
     pub spare_slots: usize,
+    /// Start sandboxes of a base image from a snapshot of it freshly booted, made by the
+    /// first sandbox of each shape (see `sandbox::boot_snapshot`).
+    pub boot_snapshots: bool,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
@@ -143,6 +146,7 @@ impl AgentConfig {
             tcg_cache_mb: DEFAULT_TCG_CACHE_MB,
             guest_aslr: GuestAslr::Auto,
             spare_slots: 2,
+            boot_snapshots: true,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
             on_shutdown: ShutdownPolicy::PauseSandboxes,

@@ -4,7 +4,7 @@ use wrenn_agent_api::v1 as pb;
 
 use crate::images::TemplateManifest;
 use crate::network::InternetAccess;
-use crate::sandbox::{CreateSandbox, SandboxInfo, SandboxState};
+use crate::sandbox::{CreateSandbox, SandboxInfo, SandboxState, StartMethod};
 
 pub fn sandbox_to_wire(info: &SandboxInfo) -> pb::Sandbox {
     pb::Sandbox {
@@ -22,6 +22,15 @@ pub fn sandbox_to_wire(info: &SandboxInfo) -> pb::Sandbox {
         timeout_sec: info.timeout_sec,
         last_activity_ms: info.last_activity_ms,
         auto_paused: info.auto_paused,
+        start: start_to_wire(info.start) as i32,
+    }
+}
+
+fn start_to_wire(start: StartMethod) -> pb::StartMethod {
+    match start {
+        StartMethod::ColdBoot => pb::StartMethod::ColdBoot,
+        StartMethod::BootSnapshot => pb::StartMethod::BootSnapshot,
+        StartMethod::Template => pb::StartMethod::Template,
     }
 }
 
@@ -60,6 +69,7 @@ pub fn create_from_wire(request: pb::CreateSandboxRequest) -> CreateSandbox {
         metadata: request.metadata.into_iter().collect(),
         internet,
         timeout_sec: request.timeout_sec,
+        cold_boot: request.cold_boot,
     }
 }
 

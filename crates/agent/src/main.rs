@@ -55,6 +55,10 @@ struct Args {
     /// Network slots kept set up ahead of demand, so boots and resumes skip that step.
     #[arg(long, env = "WRENN_SPARE_SLOTS", default_value_t = 2)]
     spare_slots: usize,
+    /// Start sandboxes of a base image from a snapshot of that image freshly booted (made by
+    /// the first sandbox of each size) instead of booting a kernel each time.
+    #[arg(long, env = "WRENN_BOOT_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set)]
+    boot_snapshots: bool,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     config.tcg_cache_mb = args.tcg_cache_mb;
     config.guest_aslr = args.guest_aslr;
     config.spare_slots = args.spare_slots;
+    config.boot_snapshots = args.boot_snapshots;
     config.on_shutdown = match args.on_shutdown.as_str() {
         "destroy" => ShutdownPolicy::DestroySandboxes,
         _ => ShutdownPolicy::PauseSandboxes,

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wrenn_envd_api::v1::InitRequest;
 
 use super::activity::Activity;
+use super::boot_snapshot::BuildClaim;
 use super::manager::HostContext;
 use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
@@ -59,6 +60,9 @@ pub(crate) struct BootPlan {
     pub request: ValidCreate,
     pub template: ResolvedTemplate,
     pub disk_mb: u32,
+    /// Set when this sandbox is to make its shape's boot snapshot: it boots with an empty
+    /// environment, is frozen, and only then gets the request's environment.
+    pub boot_snapshot: Option<BuildClaim>,
 }
 
 /// The owner task's view of its sandbox. Fields are filled as boot acquires resources, so a
@@ -109,10 +113,25 @@ impl SandboxActor {
         ready: oneshot::Sender<Result<SandboxInfo, ApiError>>,
     ) {
         let started = Instant::now();
-        let booted = match self.boot(&plan).await {
+        let mut booted = match self.boot(&plan).await {
             Ok(()) => self.wait_ready(&plan, &mut commands).await,
             Err(e) => Err(e),
         };
+        if let (Ok(envd), Some(claim)) = (&booted, &plan.boot_snapshot) {
+            *self.envd.write().unwrap() = Some(envd.clone());
+            self.update(|info| info.state = SandboxState::Running);
+            booted = self
+                .make_boot_snapshot(claim, &plan.request.env)
+                .await
+                .map(|()| {
+                    self.envd
+                        .read()
+                        .unwrap()
+                        .clone()
+                        .expect("a running sandbox has an envd client")
+                })
+                .map_err(BootOutcome::Failed);
+        }
         match booted {
             Ok(envd) => {
                 *self.envd.write().unwrap() = Some(envd);
@@ -349,9 +368,12 @@ impl SandboxActor {
         let mut entropy = vec![0u8; 64];
         rand::thread_rng().fill_bytes(&mut entropy);
         let snapshot = plan.template.snapshot.as_ref().map(|s| &s.manifest);
-        // A clone starts from the environment frozen in its template, then the request's.
+        // A clone starts from the environment frozen in its template, then the request's. A
+        // guest about to become a boot snapshot gets the request's only after it is frozen.
         let mut env = snapshot.map(|s| s.env.clone()).unwrap_or_default();
-        env.extend(plan.request.env.clone());
+        if plan.boot_snapshot.is_none() {
+            env.extend(plan.request.env.clone());
+        }
         let init = InitRequest {
             access_token: new_token(),
             unix_time_nanos: 0,
@@ -520,7 +542,7 @@ pub(crate) fn vmm_name_prefix(instance: &str) -> String {
 }
 
 /// The guest kernel command line: envd as PID 1, static guest networking.
-fn kernel_args(aslr: bool) -> String {
+pub(crate) fn kernel_args(aslr: bool) -> String {
     format!(
         "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init={GUEST_INIT_PATH} \
          ip={GUEST_IP}::{GATEWAY_IP}:255.255.255.0:sandbox:eth0:off{}",
@@ -528,7 +550,7 @@ fn kernel_args(aslr: bool) -> String {
     )
 }
 
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)

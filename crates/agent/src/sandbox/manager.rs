@@ -8,10 +8,11 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::activity::Activity;
 use super::actor::{BootPlan, Command, SandboxActor, Shared, SharedEnvd};
+use super::boot_snapshot::{is_boot_snapshot, Shape};
 use super::metrics::{MetricsStore, Sample};
 use super::record::PausedRecord;
 use super::request::{CreateSandbox, Limits};
-use super::{now_ms, SandboxEvent, SandboxInfo, SandboxState};
+use super::{now_ms, SandboxEvent, SandboxInfo, SandboxState, StartMethod};
 use crate::accel::Accelerator;
 use crate::config::{AgentConfig, ShutdownPolicy};
 use crate::envd_client::EnvdClient;
@@ -39,6 +40,16 @@ pub(crate) struct HostContext {
     pub network: SlotPool,
     pub events: broadcast::Sender<SandboxEvent>,
     pub flattener: super::flatten::Flattener,
+    /// Identifies the VMM binary, for boot snapshots (`boot_snapshot::vmm_build`).
+    pub vmm_build: String,
+    pub boot_builds: super::boot_snapshot::Builds,
+}
+
+impl HostContext {
+    /// The kernel command line of guests booted from now on.
+    pub fn kernel_args(&self) -> String {
+        super::actor::kernel_args(self.config.guest_aslr.enabled(self.accelerator))
+    }
 }
 
 #[derive(Clone)]
@@ -130,8 +141,14 @@ impl SandboxManager {
         let network = NetworkManager::new(&config.instance, config.slot_network);
         let report = reclaim::reclaim(&config, &network).await?;
         let (events, _) = broadcast::channel(1024);
+        let vmm_build = super::boot_snapshot::vmm_build(match vmm.kind() {
+            "firecracker" => &config.firecracker_binary,
+            _ => &config.qemu_binary,
+        });
         let manager = Self {
             ctx: Arc::new(HostContext {
+                vmm_build,
+                boot_builds: Default::default(),
                 accelerator,
                 vmm,
                 network: SlotPool::start(network, PoolSettings::with_target(config.spare_slots)),
@@ -148,6 +165,7 @@ impl SandboxManager {
             _instance_lock: instance_lock,
         };
         manager.adopt_paused();
+        manager.delete_stale_boot_snapshots();
         Ok((manager, report))
     }
 
@@ -200,8 +218,34 @@ impl SandboxManager {
         &self.images
     }
 
+    /// Templates sandboxes can be created from; boot snapshots are the agent's own business.
     pub fn templates(&self) -> Vec<TemplateManifest> {
-        self.images.list()
+        let mut templates = self.images.list();
+        templates.retain(|t| !is_boot_snapshot(&t.name));
+        templates
+    }
+
+    /// Deletes boot snapshots made from an image or VMM build that has changed since, unless a
+    /// sandbox of this agent still stands on one.
+    fn delete_stale_boot_snapshots(&self) {
+        let templates = self.images.list();
+        let kind = self.ctx.vmm.kind();
+        for snapshot in templates.iter().filter(|t| is_boot_snapshot(&t.name)) {
+            let parent = snapshot.snapshot.as_ref().map(|s| s.parent.as_str());
+            let base = templates
+                .iter()
+                .find(|t| Some(t.name.as_str()) == parent && t.snapshot.is_none());
+            if super::boot_snapshot::is_stale(snapshot, base, kind, &self.ctx.vmm_build) {
+                match self.delete_template(&snapshot.name) {
+                    Ok(()) => {
+                        tracing::info!(template = snapshot.name, "stale boot snapshot deleted")
+                    }
+                    Err(e) => {
+                        tracing::debug!(template = snapshot.name, error = %e, "stale boot snapshot kept")
+                    }
+                }
+            }
+        }
     }
 
     /// Sandbox state changes as they happen.
@@ -209,8 +253,36 @@ impl SandboxManager {
         self.ctx.events.subscribe()
     }
 
-    /// Boots a sandbox and returns once envd answers (or boot fails).
-    pub async fn create(&self, mut request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
+    /// Starts a sandbox and returns once envd answers (or the start fails). A sandbox of a base
+    /// image starts from the image's boot snapshot when there is one; if that fails, the
+    /// snapshot is discarded and the sandbox boots cold.
+    pub async fn create(&self, request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
+        let mut boot_snapshot = None;
+        match self
+            .start_sandbox(request.clone(), true, &mut boot_snapshot)
+            .await
+        {
+            Err(error @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => {
+                let Some(name) = boot_snapshot else {
+                    return Err(error);
+                };
+                tracing::warn!(template = name, error = %error, "starting from a boot snapshot failed; it is discarded and the sandbox boots cold");
+                if let Err(e) = self.delete_template(&name) {
+                    tracing::warn!(template = name, error = %e, "discard boot snapshot");
+                }
+                self.start_sandbox(request, false, &mut None).await
+            }
+            other => other,
+        }
+    }
+
+    /// Starts one sandbox; `boot_snapshot_used` names the boot snapshot it started from.
+    async fn start_sandbox(
+        &self,
+        mut request: CreateSandbox,
+        use_boot_snapshot: bool,
+        boot_snapshot_used: &mut Option<String>,
+    ) -> Result<SandboxInfo, ApiError> {
         if let Ok(Some(template)) = self.images.read_manifest(&request.template) {
             if let Some(snapshot) = template.snapshot {
                 if snapshot.vmm != self.ctx.vmm.kind() {
@@ -240,7 +312,7 @@ impl SandboxManager {
                 other => ApiError::internal(&other),
             })?;
         let template_mb = template.manifest.rootfs_bytes.div_ceil(1 << 20) as u32;
-        let disk_mb = match request.disk_mb {
+        let disk_mb: u32 = match request.disk_mb {
             0 => template_mb,
             mb if mb < template_mb => {
                 return Err(ApiError::InvalidArgument(format!(
@@ -250,6 +322,39 @@ impl SandboxManager {
             }
             mb => mb,
         };
+        let mut start = match template.snapshot {
+            Some(_) => StartMethod::Template,
+            None => StartMethod::ColdBoot,
+        };
+        let (mut template, mut disk_template, mut boot_snapshot) =
+            (template, request.template.clone(), None);
+        if start == StartMethod::ColdBoot
+            && use_boot_snapshot
+            && self.ctx.config.boot_snapshots
+            && !request.cold_boot
+        {
+            let kernel_args = self.ctx.kernel_args();
+            let shape = Shape {
+                base: &template.manifest,
+                vcpus: request.vcpus,
+                memory_mb: request.memory_mb,
+                disk_mb,
+                kernel_args: &kernel_args,
+                vmm: self.ctx.vmm.kind(),
+                vmm_build: &self.ctx.vmm_build,
+                accelerator: self.ctx.accelerator,
+            };
+            let name = shape.template_name();
+            match self.images.resolve(&name) {
+                Ok(frozen) if frozen.snapshot.is_some() => {
+                    template = frozen;
+                    disk_template = name.clone();
+                    start = StartMethod::BootSnapshot;
+                    *boot_snapshot_used = Some(name);
+                }
+                _ => boot_snapshot = self.ctx.boot_builds.claim(&name, shape.key()),
+            }
+        }
 
         let info = SandboxInfo {
             id: request.id.clone(),
@@ -264,12 +369,13 @@ impl SandboxManager {
             error: None,
             boot_ms: 0,
             vmm_pid: None,
-            disk_template: request.template.clone(),
             // Before the VMM opens the disk: a flattening finishing later only shortens it.
-            depends_on: self.images.lineage(&request.template),
+            depends_on: self.images.lineage(&disk_template),
+            disk_template,
             timeout_sec: request.timeout_sec,
             last_activity_ms: now_ms(),
             auto_paused: false,
+            start,
         };
         let activity = Arc::new(Activity::new(request.timeout_sec));
         let metrics = Arc::new(Mutex::new(MetricsStore::default()));
@@ -319,6 +425,7 @@ impl SandboxManager {
             request,
             template,
             disk_mb,
+            boot_snapshot,
         };
         let span = tracing::info_span!("sandbox", sandbox_id = %id);
         tokio::spawn(tracing::Instrument::instrument(
@@ -336,6 +443,12 @@ impl SandboxManager {
 
     /// Freezes a sandbox into a new snapshot template.
     pub async fn snapshot(&self, id: &str, template: &str) -> Result<TemplateManifest, ApiError> {
+        if is_boot_snapshot(template) {
+            return Err(ApiError::InvalidArgument(format!(
+                "template names starting with {:?} are reserved for the agent's boot snapshots",
+                super::boot_snapshot::PREFIX
+            )));
+        }
         self.lifecycle(id, |reply| Command::Snapshot {
             template: template.to_owned(),
             reply,
@@ -374,6 +487,7 @@ impl SandboxManager {
                 metadata: metadata.clone(),
                 internet: source.internet,
                 timeout_sec: source.timeout_sec,
+                cold_boot: false,
             })
         });
         let results = futures::future::join_all(creates).await;

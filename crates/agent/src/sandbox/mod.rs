@@ -3,6 +3,7 @@
 
 mod activity;
 mod actor;
+pub mod boot_snapshot;
 mod flatten;
 pub mod manager;
 pub mod metrics;
@@ -78,6 +79,21 @@ pub struct SandboxInfo {
     pub last_activity_ms: i64,
     /// The last pause was automatic (idle timeout).
     pub auto_paused: bool,
+    /// How the sandbox's VM first came to run.
+    pub start: StartMethod,
+}
+
+/// How a sandbox's VM first came to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMethod {
+    /// The kernel booted.
+    #[default]
+    ColdBoot,
+    /// Restored from the boot snapshot of its base image (`boot_snapshot`).
+    BootSnapshot,
+    /// Restored from a snapshot template.
+    Template,
 }
 
 /// A state change, as broadcast to watchers.

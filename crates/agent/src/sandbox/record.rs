@@ -45,6 +45,8 @@ pub struct PausedRecord {
     pub timeout_sec: u32,
     #[serde(default)]
     pub auto_paused: bool,
+    #[serde(default)]
+    pub start: super::StartMethod,
 }
 
 impl PausedRecord {
@@ -75,6 +77,7 @@ impl PausedRecord {
             env,
             timeout_sec: info.timeout_sec,
             auto_paused: info.auto_paused,
+            start: info.start,
         }
     }
 
@@ -105,6 +108,7 @@ impl PausedRecord {
             timeout_sec: self.timeout_sec,
             last_activity_ms: 0,
             auto_paused: self.auto_paused,
+            start: self.start,
         })
     }
 

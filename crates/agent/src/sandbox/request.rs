@@ -28,6 +28,8 @@ pub struct CreateSandbox {
     pub internet: InternetAccess,
     /// Idle seconds before an automatic pause (0 = never).
     pub timeout_sec: u32,
+    /// Boot the kernel even where a boot snapshot of the image exists.
+    pub cold_boot: bool,
 }
 
 /// Host limits a request is checked against.
@@ -50,6 +52,7 @@ pub struct ValidCreate {
     pub metadata: BTreeMap<String, String>,
     pub internet: InternetAccess,
     pub timeout_sec: u32,
+    pub cold_boot: bool,
 }
 
 impl CreateSandbox {
@@ -106,6 +109,7 @@ impl CreateSandbox {
             metadata: self.metadata,
             internet: self.internet,
             timeout_sec: self.timeout_sec,
+            cold_boot: self.cold_boot,
         })
     }
 }
@@ -158,6 +162,7 @@ mod tests {
             metadata: BTreeMap::new(),
             internet: InternetAccess::Allowed,
             timeout_sec: 0,
+            cold_boot: false,
         }
     }
 

@@ -31,11 +31,33 @@ fn frozen_disk(kind: RootDisk) -> &'static str {
     }
 }
 const FROZEN_MEMORY: &str = "memory";
+
+/// What a frozen guest holds that its clones inherit, and what the template was made from.
+pub(super) struct FrozenGuest {
+    /// envd's token in the frozen guest: the first Init of each clone presents it.
+    pub envd_token: String,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub inputs_key: String,
+}
 const FROZEN_STATE: &str = "vmstate";
 
 impl SandboxActor {
     pub(super) async fn snapshot(&mut self, name: &str) -> Result<TemplateManifest, ApiError> {
         validate_template_name(name).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let guest = FrozenGuest {
+            envd_token: self.init.access_token.clone(),
+            env: self.init.env.clone().into_iter().collect(),
+            inputs_key: format!("snapshot:{}", self.info.borrow().id),
+        };
+        self.snapshot_as(name, guest).await
+    }
+
+    /// Snapshots into template `name`, recording `guest` as what the frozen guest holds.
+    pub(super) async fn snapshot_as(
+        &mut self,
+        name: &str,
+        guest: FrozenGuest,
+    ) -> Result<TemplateManifest, ApiError> {
         let store = ImageStore::new(&self.ctx.config.images_dir);
         if store.template_dir(name).exists() {
             return Err(ApiError::AlreadyExists(format!(
@@ -66,7 +88,7 @@ impl SandboxActor {
             .spec
             .clone()
             .expect("a running or paused sandbox has a VM spec");
-        let frozen = self.freeze(&store, name, &spec).await;
+        let frozen = self.freeze(&store, name, &spec, guest).await;
         let manifest = match frozen {
             Ok(manifest) => manifest,
             Err(e) => {
@@ -96,6 +118,7 @@ impl SandboxActor {
         store: &ImageStore,
         name: &str,
         spec: &crate::vmm::VmSpec,
+        guest: FrozenGuest,
     ) -> Result<TemplateManifest, ApiError> {
         let internal = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
         let final_dir = store.template_dir(name);
@@ -133,7 +156,7 @@ impl SandboxActor {
                     .unwrap_or_default(),
                 rootfs: frozen_file.into(),
                 rootfs_bytes: u64::from(info.disk_mb) << 20,
-                inputs_key: format!("snapshot:{}", info.id),
+                inputs_key: guest.inputs_key,
                 created_at_ms: now_ms(),
                 snapshot: Some(SnapshotManifest {
                     memory: FROZEN_MEMORY.into(),
@@ -141,8 +164,8 @@ impl SandboxActor {
                     vcpus: info.vcpus,
                     memory_mb: info.memory_mb,
                     disk_mb: info.disk_mb,
-                    envd_token: self.init.access_token.clone(),
-                    env: self.init.env.clone().into_iter().collect(),
+                    envd_token: guest.envd_token,
+                    env: guest.env,
                     parent,
                     source_sandbox: info.id.to_string(),
                     vmm: self.ctx.vmm.kind().into(),

@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Kill the command after this many seconds.
     #[arg(long)]
     pub timeout_secs: Option<u64>,
+    /// With `--agent`: boot the kernel even where the agent has a boot snapshot of the image.
+    #[arg(long)]
+    pub cold_boot: bool,
     /// With `--agent local`: where images and sandboxes live.
     #[arg(long, env = "WRENN_DATA_DIR", default_value = "/var/lib/wrenn")]
     pub data_dir: PathBuf,

@@ -68,6 +68,7 @@ pub async fn run_local(args: &RunArgs) -> anyhow::Result<i32> {
                 InternetAccess::Allowed
             },
             timeout_sec: 0,
+            cold_boot: args.cold_boot,
         })
         .await;
     crate::output::finish(&spinner);
@@ -113,6 +114,7 @@ pub async fn run_remote(address: &str, args: &RunArgs) -> anyhow::Result<i32> {
             pb::InternetAccess::Allowed
         } as i32,
         timeout_sec: 0,
+        cold_boot: args.cold_boot,
     };
     let mut interrupts = Interrupts::watch().context("watch for Ctrl-C")?;
     let booted =

@@ -287,6 +287,7 @@ async fn create(
             pb::InternetAccess::Blocked
         } as i32,
         timeout_sec,
+        cold_boot: false,
     };
     let mut client = host.client.clone();
     let created = detached(state, async move {
