@@ -98,6 +98,11 @@ async fn later_sandboxes_start_from_a_boot_snapshot_holding_nothing_of_the_first
     let second = host.create_with(request_of(memory_mb)).await;
     assert_eq!(start_of(&second), pb::StartMethod::BootSnapshot);
     assert_eq!(second.template, "minimal");
+    let pin = format!("{}.{}", host.instance(), second.sandbox_id);
+    assert!(
+        made[0].join(".pins").join(&pin).exists(),
+        "a clone pins the boot snapshot it stands on, for agents sharing the image directory"
+    );
     let env = host.exec(&second.sandbox_id, "printenv", &["SECRET"]).await;
     assert_eq!(env.exit.unwrap().exit_code, 1, "SECRET leaked into a clone");
     host.sh(&first.sandbox_id, "echo one > /root/who").await;

@@ -63,6 +63,9 @@ pub(crate) struct BootPlan {
     /// Set when this sandbox is to make its shape's boot snapshot: it boots with an empty
     /// environment, is frozen, and only then gets the request's environment.
     pub boot_snapshot: Option<BuildClaim>,
+    /// Files to pin while the sandbox exists (`pins`): a base image it stands on, and the
+    /// frozen disk of a boot snapshot. A user template's chain is kept by its reference count.
+    pub pins: Vec<PathBuf>,
 }
 
 /// The owner task's view of its sandbox. Fields are filled as boot acquires resources, so a
@@ -280,16 +283,15 @@ impl SandboxActor {
             u64::from(plan.disk_mb),
         )
         .map_err(|e| internal("create root disk", &e))
-        .and_then(|()| match snapshot {
-            // A base image is pinned against pruning; a snapshot's chain is kept by its
-            // template's reference count.
-            None => crate::pins::pin(
-                &plan.template.rootfs_path,
-                &self.ctx.config.instance,
-                self.info.borrow().id.as_str(),
-            )
-            .map_err(|e| internal("pin the template image", &e)),
-            Some(_) => Ok(()),
+        .and_then(|()| {
+            plan.pins.iter().try_for_each(|file| {
+                crate::pins::pin(
+                    file,
+                    &self.ctx.config.instance,
+                    self.info.borrow().id.as_str(),
+                )
+                .map_err(|e| internal("pin the template image", &e))
+            })
         });
         let slot = self.ctx.network.acquire(plan.request.internet).await;
         let slot = slot.map_err(|e| match e {

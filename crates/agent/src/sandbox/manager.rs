@@ -225,6 +225,21 @@ impl SandboxManager {
         templates
     }
 
+    /// Deletes a boot snapshot no sandbox stands on. Sandboxes of other agents sharing the
+    /// image directory count too: they pin its frozen disk.
+    fn delete_boot_snapshot(&self, name: &str) -> Result<(), ApiError> {
+        let resolved = self
+            .images
+            .resolve(name)
+            .map_err(|e| ApiError::NotFound(e.to_string()))?;
+        if std::fs::metadata(&resolved.rootfs_path).is_ok_and(|m| crate::pins::is_pinned(&m)) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "boot snapshot {name:?} is in use by a sandbox of this host"
+            )));
+        }
+        self.delete_template(name)
+    }
+
     /// Deletes boot snapshots made from an image or VMM build that has changed since, unless a
     /// sandbox of this agent still stands on one.
     fn delete_stale_boot_snapshots(&self) {
@@ -236,7 +251,7 @@ impl SandboxManager {
                 .iter()
                 .find(|t| Some(t.name.as_str()) == parent && t.snapshot.is_none());
             if super::boot_snapshot::is_stale(snapshot, base, kind, &self.ctx.vmm_build) {
-                match self.delete_template(&snapshot.name) {
+                match self.delete_boot_snapshot(&snapshot.name) {
                     Ok(()) => {
                         tracing::info!(template = snapshot.name, "stale boot snapshot deleted")
                     }
@@ -267,7 +282,7 @@ impl SandboxManager {
                     return Err(error);
                 };
                 tracing::warn!(template = name, error = %error, "starting from a boot snapshot failed; it is discarded and the sandbox boots cold");
-                if let Err(e) = self.delete_template(&name) {
+                if let Err(e) = self.delete_boot_snapshot(&name) {
                     tracing::warn!(template = name, error = %e, "discard boot snapshot");
                 }
                 self.start_sandbox(request, false, &mut None).await
@@ -326,6 +341,10 @@ impl SandboxManager {
             Some(_) => StartMethod::Template,
             None => StartMethod::ColdBoot,
         };
+        let mut pins = match start {
+            StartMethod::ColdBoot => vec![template.rootfs_path.clone()],
+            _ => Vec::new(),
+        };
         let (mut template, mut disk_template, mut boot_snapshot) =
             (template, request.template.clone(), None);
         if start == StartMethod::ColdBoot
@@ -347,6 +366,7 @@ impl SandboxManager {
             let name = shape.template_name();
             match self.images.resolve(&name) {
                 Ok(frozen) if frozen.snapshot.is_some() => {
+                    pins.push(frozen.rootfs_path.clone());
                     template = frozen;
                     disk_template = name.clone();
                     start = StartMethod::BootSnapshot;
@@ -426,6 +446,7 @@ impl SandboxManager {
             template,
             disk_mb,
             boot_snapshot,
+            pins,
         };
         let span = tracing::info_span!("sandbox", sandbox_id = %id);
         tokio::spawn(tracing::Instrument::instrument(
