@@ -465,7 +465,10 @@ async fn run() -> anyhow::Result<()> {
     if sections.has("memory") {
         ensure_boot_snapshot(&mut client, create_request()).await?;
         for (name, request) in [
-            ("PSS per idle sandbox (default: from boot snapshot)", create_request()),
+            (
+                "PSS per idle sandbox (default: from boot snapshot)",
+                create_request(),
+            ),
             ("PSS per idle sandbox (cold boot)", cold_request()),
         ] {
             eprintln!("{name}: 4 at once, 256 MiB each, 5 s idle");
@@ -633,7 +636,7 @@ async fn raw_qemu_floor(
     let (mut pauses, mut resumes) = (Vec::new(), Vec::new());
     for _ in 0..cycles {
         let started = Instant::now();
-        vm.save_and_exit(&state).await?;
+        vm.save_and_exit(&state, &spec.memory_file).await?;
         pauses.push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
         let saved = SavedState {

@@ -98,11 +98,15 @@ async fn later_sandboxes_start_from_a_boot_snapshot_holding_nothing_of_the_first
     let second = host.create_with(request_of(memory_mb)).await;
     assert_eq!(start_of(&second), pb::StartMethod::BootSnapshot);
     assert_eq!(second.template, "minimal");
-    let pin = format!("{}.{}", host.instance(), second.sandbox_id);
-    assert!(
-        made[0].join(".pins").join(&pin).exists(),
-        "a clone pins the boot snapshot it stands on, for agents sharing the image directory"
-    );
+    // Pins keep the snapshot from agents sharing the image directory while sandboxes use it.
+    for sandbox in [&first, &second] {
+        let pin = format!("{}.{}", host.instance(), sandbox.sandbox_id);
+        assert!(
+            made[0].join(".pins").join(&pin).exists(),
+            "{} does not pin the boot snapshot it stands on",
+            sandbox.sandbox_id
+        );
+    }
     let env = host.exec(&second.sandbox_id, "printenv", &["SECRET"]).await;
     assert_eq!(env.exit.unwrap().exit_code, 1, "SECRET leaked into a clone");
     host.sh(&first.sandbox_id, "echo one > /root/who").await;
@@ -134,6 +138,42 @@ async fn later_sandboxes_start_from_a_boot_snapshot_holding_nothing_of_the_first
         "clone clock is off by {} s",
         host_secs - guest_secs
     );
+
+    // Its first pause writes its RAM into a memory file of its own (the snapshot's data plus
+    // the pages it changed) and keeps only device state in the saved state; RAM it changed
+    // (a tmpfs file, a live process) is all there after the resume.
+    let dir = host.state.path().join("sandboxes").join(&second.sandbox_id);
+    let sum = "sha256sum /dev/shm/blob | cut -c1-64";
+    host.sh(
+        &second.sandbox_id,
+        "head -c 8388608 /dev/urandom > /dev/shm/blob",
+    )
+    .await;
+    let before = host.sh(&second.sandbox_id, sum).await;
+    host.start_counter(&second.sandbox_id).await;
+    host.client
+        .pause_sandbox(pb::PauseSandboxRequest {
+            sandbox_id: second.sandbox_id.clone(),
+        })
+        .await
+        .unwrap();
+    let state_bytes = std::fs::metadata(dir.join("vmstate")).unwrap().len();
+    assert!(
+        state_bytes < 1 << 20,
+        "vmstate holds RAM: {state_bytes} bytes"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("memory")).unwrap().len(),
+        u64::from(memory_mb) << 20
+    );
+    host.client
+        .resume_sandbox(pb::ResumeSandboxRequest {
+            sandbox_id: second.sandbox_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(host.sh(&second.sandbox_id, sum).await, before);
+    assert_eq!(host.sh(&second.sandbox_id, common::NEXT).await.trim(), "2");
 
     // Asked for, a cold boot is a cold boot.
     let cold = host

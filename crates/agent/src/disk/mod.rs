@@ -174,26 +174,23 @@ pub fn copy_sparse(source: &Path, destination: &Path) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let input = std::fs::File::open(source)?;
     let output = std::fs::File::create(destination)?;
-    let len = input.metadata()?.len();
-    output.set_len(len)?;
+    output.set_len(input.metadata()?.len())?;
     let (fd_in, fd_out) = (input.as_raw_fd(), output.as_raw_fd());
     let mut copied = 0u64;
-    let mut offset: i64 = 0;
-    while (offset as u64) < len {
-        // SAFETY: lseek on a descriptor we own; no memory is passed.
-        let data = unsafe { libc::lseek(fd_in, offset, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: only a hole remains.
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd_in, data, libc::SEEK_HOLE) };
-        let mut from = data;
-        let mut to = data;
-        while from < hole {
+    for extent in data_extents(&input)? {
+        let (mut from, mut to) = (extent.start as i64, extent.start as i64);
+        while (from as u64) < extent.end {
             // SAFETY: copy_file_range between two descriptors we own, with offsets pointing at
             // live stack variables.
             let n = unsafe {
-                libc::copy_file_range(fd_in, &mut from, fd_out, &mut to, (hole - from) as usize, 0)
+                libc::copy_file_range(
+                    fd_in,
+                    &mut from,
+                    fd_out,
+                    &mut to,
+                    (extent.end - from as u64) as usize,
+                    0,
+                )
             };
             if n < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -203,10 +200,73 @@ pub fn copy_sparse(source: &Path, destination: &Path) -> std::io::Result<u64> {
             }
             copied += n as u64;
         }
-        offset = hole;
     }
     output.sync_all()?;
     Ok(copied)
+}
+
+/// The byte ranges of a file that hold data; everything between them is a hole.
+pub fn data_extents(file: &std::fs::File) -> std::io::Result<Vec<std::ops::Range<u64>>> {
+    use std::os::fd::AsRawFd;
+    let len = file.metadata()?.len() as i64;
+    let fd = file.as_raw_fd();
+    let mut extents = Vec::new();
+    let mut offset: i64 = 0;
+    while offset < len {
+        // SAFETY: lseek on a descriptor the caller owns; no memory is passed.
+        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if data < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENXIO) {
+                break; // Only a hole remains.
+            }
+            return Err(error);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        extents.push(data as u64..hole as u64);
+        offset = hole;
+    }
+    Ok(extents)
+}
+
+/// Drops the page cache over a file's holes: pages that were only ever read there (zeros)
+/// and that a process may have mapped. Their contents do not change (a hole reads as zeros);
+/// the caller makes sure nothing writes the file meanwhile. Returns the bytes of holes.
+pub fn drop_cached_holes(path: &Path) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    // Data still in the page cache counts as data for SEEK_HOLE on our filesystems; synced
+    // first all the same, so a hole is never taken for what is only waiting for writeback.
+    file.sync_data()?;
+    let len = file.metadata()?.len();
+    let mut holes = Vec::new();
+    let mut previous_end = 0;
+    for extent in data_extents(&file)? {
+        holes.push(previous_end..extent.start);
+        previous_end = extent.end;
+    }
+    holes.push(previous_end..len);
+    let mut dropped = 0;
+    for hole in holes.into_iter().filter(|h| !h.is_empty()) {
+        // SAFETY: fallocate on a descriptor we own; no memory is passed.
+        let punched = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                hole.start as i64,
+                (hole.end - hole.start) as i64,
+            )
+        };
+        if punched < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        dropped += hole.end - hole.start;
+    }
+    Ok(dropped)
 }
 
 /// Bytes a file really occupies on disk (sparse-aware).
@@ -218,6 +278,63 @@ pub fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_holes_are_dropped_and_data_kept() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(16 << 20).unwrap();
+        file.seek(SeekFrom::Start(4 << 20)).unwrap();
+        file.write_all(&[9u8; 8192]).unwrap();
+        let len = 16usize << 20;
+        // SAFETY: a shared read-only mapping of a file we hold open, of its length, unmapped
+        // at the end of the test.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        // Touch every page through the mapping, as QEMU checking for zero pages does: the
+        // holes get page cache.
+        let mut all = Vec::with_capacity(len / 4096);
+        for page in 0..len / 4096 {
+            // SAFETY: inside the mapping made above.
+            all.push(unsafe { std::ptr::read_volatile((map as *const u8).add(page * 4096)) });
+        }
+        let resident = || {
+            let mut pages = vec![0u8; len / 4096];
+            // SAFETY: mincore writes one byte per page of the live mapping into `pages`.
+            assert_eq!(unsafe { libc::mincore(map, len, pages.as_mut_ptr()) }, 0);
+            pages.iter().filter(|p| *p & 1 == 1).count()
+        };
+        assert_eq!(resident(), 4096);
+        let dropped = drop_cached_holes(&path).unwrap();
+        assert_eq!(dropped, (16 << 20) - 8192);
+        assert_eq!(resident(), 2, "only the data pages stay cached");
+        let mut after = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut after).unwrap();
+        let after: Vec<u8> = after.iter().step_by(4096).copied().collect();
+        assert_eq!(all, after, "contents unchanged");
+        assert_eq!(allocated_bytes(&path).unwrap(), 8192);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(map, len) };
+    }
 
     #[test]
     fn sparse_copy_keeps_data_and_holes() {

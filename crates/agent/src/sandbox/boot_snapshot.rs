@@ -181,11 +181,20 @@ impl SandboxActor {
             }));
         }
         match made {
-            Ok(_) => tracing::info!(
-                template = claim.template,
-                snapshot_ms = started.elapsed().as_millis() as u64,
-                "boot snapshot made"
-            ),
+            Ok(manifest) => {
+                tracing::info!(
+                    template = claim.template,
+                    snapshot_ms = started.elapsed().as_millis() as u64,
+                    "boot snapshot made"
+                );
+                // The sandbox now stands on the snapshot's frozen disk, like its clones.
+                let store = crate::images::ImageStore::new(&self.ctx.config.images_dir);
+                let frozen_disk = store.template_dir(&claim.template).join(&manifest.rootfs);
+                let id = self.info.borrow().id.to_string();
+                if let Err(e) = crate::pins::pin(&frozen_disk, &self.ctx.config.instance, &id) {
+                    tracing::warn!(error = %e, "pin the boot snapshot's disk");
+                }
+            }
             // Another agent sharing the image directory may have made it first.
             Err(e) => {
                 tracing::warn!(template = claim.template, error = %e, "boot snapshot not made")

@@ -35,8 +35,15 @@ impl SandboxActor {
         *self.envd.write().unwrap() = None;
         let state_file = self.dir.join(STATE_FILE);
         let vm = self.vm.as_mut().expect("a running sandbox has a VM");
-        let saved = match vm.save_and_exit(&state_file).await {
-            Ok(()) => {
+        let own_memory_file = self.dir.join(MEMORY_FILE);
+        let saved = match vm.save_and_exit(&state_file, &own_memory_file).await {
+            Ok(ram) => {
+                if ram == SavedRam::InOwnMemoryFile {
+                    // A clone no longer rests on its template's memory: from now on it
+                    // pauses and resumes like a sandbox booted from a base image.
+                    let spec = self.spec.as_ref().expect("a running sandbox has a VM spec");
+                    self.spec = Some(self.own_memory_spec(spec));
+                }
                 let own_memory = self.spec.as_ref().map(|spec| spec.memory_sharing)
                     == Some(MemorySharing::Shared);
                 make_durable(&self.dir, self.ctx.vmm.root_disk().file_name(), own_memory)
@@ -213,7 +220,9 @@ impl SandboxActor {
                 .vmm
                 .restore(&spec, saved, AfterRestore::StayStopped)
                 .await?;
-            vm.save_and_exit(&new_state).await
+            vm.save_and_exit(&new_state, &self.dir.join(MEMORY_FILE))
+                .await
+                .map(drop)
         }
         .await
         .map_err(|e| {

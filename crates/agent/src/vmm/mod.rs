@@ -3,6 +3,7 @@
 //! hosts with hardware KVM).
 
 pub mod firecracker;
+mod private_ram;
 pub mod qemu;
 pub mod qmp;
 
@@ -108,6 +109,12 @@ pub enum VmmError {
     Unsupported(String),
     #[error("control Firecracker")]
     Firecracker(#[from] firecracker::api::ApiError),
+    #[error("write the guest's RAM to {path}")]
+    OwnMemory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stop VMM process {pid}")]
     Kill {
         pid: u32,
@@ -152,6 +159,10 @@ pub enum SavedRam {
     /// [`MemorySharing::Private`]. Restoring it into a `Shared` spec writes the RAM into that
     /// spec's memory file.
     InStateFile,
+    /// Written by the save into the memory file of the VM's own it was given: the VM mapped
+    /// its memory [`MemorySharing::Private`]. It restores like [`SavedRam::InMemoryFile`]
+    /// with a `Shared` spec on that file.
+    InOwnMemoryFile,
 }
 
 impl SavedRam {
@@ -190,9 +201,13 @@ pub trait VmInstance: Send + Sync {
     /// Stops the VMM at once and reaps it. The guest gets no chance to shut down.
     async fn kill(&mut self) -> Result<(), VmmError>;
     /// Stops the guest, writes its state to `state_file` and ends the VMM. Guest RAM stays in
-    /// a `Shared` memory file or goes into the state file (see [`SavedRam::saved_from`]); the
-    /// caller makes the files durable.
-    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError>;
+    /// a `Shared` memory file; a `Private` VM's goes into the state file or into `own_memory`,
+    /// as the answer says. The caller makes the files durable.
+    async fn save_and_exit(
+        &mut self,
+        state_file: &Path,
+        own_memory: &Path,
+    ) -> Result<SavedRam, VmmError>;
 }
 
 /// Waits for a VMM process to exit: its exit code, or None when a signal ended it.

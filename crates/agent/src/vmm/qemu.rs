@@ -160,6 +160,17 @@ impl Vmm for QemuVmm {
             )
             .await?;
             wait_for_migration(qmp, "restore saved state", MIGRATION_TIMEOUT).await?;
+            if saved.ram == SavedRam::InStateFile && spec.memory_sharing == MemorySharing::Shared {
+                // Loading RAM from the stream reads every page of the fresh memory file that
+                // the stream says is zero, to check it is: that faults page cache in over all
+                // of the file's holes, up to the whole RAM size resident in this VMM. Dropped
+                // while the guest is still stopped, so nothing writes the file meanwhile.
+                let file = &spec.memory_file;
+                crate::disk::drop_cached_holes(file).map_err(|source| VmmError::RunDir {
+                    path: file.clone(),
+                    source,
+                })?;
+            }
             if after == AfterRestore::Run {
                 qmp.execute("cont", None).await?;
             }
@@ -255,6 +266,16 @@ impl QemuVmm {
             BootMode::Fresh => None,
             BootMode::Incoming(state) => {
                 command.args(["-S", "-incoming", "defer"]);
+                let configured =
+                    has_configuration_section(&state).map_err(|source| VmmError::StateFile {
+                        path: spec.run_dir.clone(),
+                        source,
+                    })?;
+                if !configured {
+                    // QEMU then also logs "Expected vmdescription section": harmless, the
+                    // description is only for stream-dumping tools.
+                    command.args(["-global", "migration.send-configuration=off"]);
+                }
                 Some(state)
             }
         };
@@ -288,6 +309,7 @@ impl QemuVmm {
         match qmp {
             Ok(qmp) => Ok(QemuInstance {
                 memory_sharing: spec.memory_sharing,
+                memory_file: spec.memory_file.clone(),
                 pid: child.id(),
                 child,
                 qmp,
@@ -311,6 +333,7 @@ fn log_tail(run_dir: &Path) -> String {
 
 struct QemuInstance {
     memory_sharing: MemorySharing,
+    memory_file: PathBuf,
     pid: Option<u32>,
     child: Child,
     /// QEMU's control socket; holding it also keeps its single QMP slot ours.
@@ -336,15 +359,66 @@ impl VmInstance for QemuInstance {
         super::kill_child(&mut self.child, self.pid).await
     }
 
-    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
+    async fn save_and_exit(
+        &mut self,
+        state_file: &Path,
+        own_memory: &Path,
+    ) -> Result<SavedRam, VmmError> {
+        self.qmp.execute("stop", None).await?;
+        let ram = match self.memory_sharing {
+            MemorySharing::Shared => {
+                self.migrate_device_state(state_file).await?;
+                SavedRam::InMemoryFile
+            }
+            // A migration would put all of RAM in the stream, reading every page, and its
+            // restore would fault every page of the new memory file in. The agent writes the
+            // RAM out itself (template plus changed pages) and QEMU only the devices.
+            MemorySharing::Private => {
+                let pid = self
+                    .pid
+                    .ok_or_else(|| VmmError::Unsupported("QEMU's process id is unknown".into()))?;
+                let (template, destination) = (self.memory_file.clone(), own_memory.to_owned());
+                let written = tokio::task::spawn_blocking(move || {
+                    super::private_ram::write_private_ram(pid, &template, &destination)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|written| written)
+                .map_err(|source| VmmError::OwnMemory {
+                    path: own_memory.to_owned(),
+                    source,
+                })?;
+                tracing::debug!(
+                    template_bytes = written.template_bytes,
+                    changed_bytes = written.changed_bytes,
+                    "guest RAM written to its own memory file"
+                );
+                // Device state alone, without the configuration section a migration starts
+                // with; `restore` looks for it (`has_configuration_section`).
+                self.qmp
+                    .execute(
+                        "xen-save-devices-state",
+                        Some(json!({ "filename": state_file, "live": false })),
+                    )
+                    .await?;
+                SavedRam::InOwnMemoryFile
+            }
+        };
+        // QEMU may close the socket before it answers `quit`; its exit is what counts.
+        let _ = self.qmp.execute("quit", None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        self.kill().await?;
+        Ok(ram)
+    }
+}
+
+impl QemuInstance {
+    /// Saves device state with a migration; RAM in the shared memory file is left out
+    /// (`x-ignore-shared`).
+    async fn migrate_device_state(&mut self, state_file: &Path) -> Result<(), VmmError> {
         let qmp = &mut self.qmp;
-        qmp.execute("stop", None).await?;
-        let ram = SavedRam::saved_from(self.memory_sharing);
-        qmp.execute(
-            "migrate-set-capabilities",
-            Some(ignore_shared_memory(ram == SavedRam::InMemoryFile)),
-        )
-        .await?;
+        qmp.execute("migrate-set-capabilities", Some(ignore_shared_memory(true)))
+            .await?;
         qmp.execute("migrate-set-parameters", Some(unlimited_bandwidth()))
             .await?;
         // Handed over as a descriptor: no shell and `cat` forked from a QEMU this size.
@@ -364,12 +438,23 @@ impl VmInstance for QemuInstance {
             Some(json!({ "uri": format!("fd:{STATE_FD_NAME}") })),
         )
         .await?;
-        wait_for_migration(qmp, "save device state", MIGRATION_TIMEOUT).await?;
-        // QEMU may close the socket before it answers `quit`; its exit is what counts.
-        let _ = qmp.execute("quit", None).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        self.kill().await
+        wait_for_migration(qmp, "save device state", MIGRATION_TIMEOUT).await
     }
+}
+
+/// Whether a saved state starts with the configuration section a migration writes (device
+/// state saved alone has none, and QEMU must then be told not to expect it). The stream
+/// begins with the magic "QEVM" and version 3 (8 bytes); section type 7 is the configuration.
+fn has_configuration_section(state: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; 9];
+    state.read_exact_at(&mut header, 0)?;
+    if &header[..4] != b"QEVM" {
+        return Err(std::io::Error::other(
+            "not a QEMU saved state (no QEVM magic)",
+        ));
+    }
+    Ok(header[8] == 7)
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl Vmm for FirecrackerVmm {
         after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError> {
         let memory = match saved.ram {
-            SavedRam::InMemoryFile => spec.memory_file.clone(),
+            SavedRam::InMemoryFile | SavedRam::InOwnMemoryFile => spec.memory_file.clone(),
             SavedRam::InStateFile => ram_beside_state(saved.file),
         };
         for file in [saved.file, memory.as_path()] {
@@ -251,10 +251,15 @@ impl VmInstance for FirecrackerInstance {
         super::kill_child(&mut self.child, self.pid).await
     }
 
-    async fn save_and_exit(&mut self, state_file: &Path) -> Result<(), VmmError> {
-        let memory = match SavedRam::saved_from(self.memory_sharing) {
-            SavedRam::InMemoryFile => self.memory_file.clone(),
+    async fn save_and_exit(
+        &mut self,
+        state_file: &Path,
+        _own_memory: &Path,
+    ) -> Result<SavedRam, VmmError> {
+        let ram = SavedRam::saved_from(self.memory_sharing);
+        let memory = match ram {
             SavedRam::InStateFile => ram_beside_state(state_file),
+            _ => self.memory_file.clone(),
         };
         let partial = PathBuf::from(format!("{}.partial", memory.display()));
         let saved = self
@@ -270,7 +275,8 @@ impl VmInstance for FirecrackerInstance {
         std::fs::rename(&partial, &memory).map_err(|source| VmmError::StateFile {
             path: memory,
             source,
-        })
+        })?;
+        Ok(ram)
     }
 }
 

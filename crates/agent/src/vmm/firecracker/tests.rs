@@ -112,7 +112,11 @@ async fn boots_saves_and_restores_through_the_api() {
 
     // Pause: all of RAM goes to the memory file, written aside and renamed into place.
     let state = run_dir.join("vmstate");
-    vm.save_and_exit(&state).await.expect("save");
+    let ram = vm
+        .save_and_exit(&state, &run_dir.join("own-memory"))
+        .await
+        .expect("save");
+    assert_eq!(ram, SavedRam::InMemoryFile);
     let requests = take_requests(&log);
     assert_eq!(calls(&requests), ["PATCH /vm", "PUT /snapshot/create"]);
     assert_eq!(requests[0]["body"], json!({"state": "Paused"}));
@@ -173,7 +177,15 @@ async fn a_clone_saves_its_ram_beside_the_state_and_restores_from_there() {
     };
     let mut vm = vmm.restore(&clone, saved, AfterRestore::Run).await.unwrap();
     let state = run_dir.join("vmstate");
-    vm.save_and_exit(&state).await.unwrap();
+    let ram = vm
+        .save_and_exit(&state, &run_dir.join("own-memory"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ram,
+        SavedRam::InStateFile,
+        "a clone's RAM goes beside its state"
+    );
     // The template's memory file is never written.
     assert_eq!(
         std::fs::read_to_string(&template_memory).unwrap(),
