@@ -34,6 +34,8 @@ pub struct AgentConfig {
     /// Start sandboxes of a base image from a snapshot of it freshly booted, made by the
     /// first sandbox of each shape (see `sandbox::boot_snapshot`).
     pub boot_snapshots: bool,
+    /// Shapes whose boot snapshot is made at start, in the background.
+    pub prepared_shapes: Vec<crate::sandbox::boot_snapshot::PreparedShape>,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
@@ -147,6 +149,7 @@ impl AgentConfig {
             guest_aslr: GuestAslr::Auto,
             spare_slots: 2,
             boot_snapshots: true,
+            prepared_shapes: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
             on_shutdown: ShutdownPolicy::PauseSandboxes,

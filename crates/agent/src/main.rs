@@ -59,6 +59,16 @@ struct Args {
     /// the first sandbox of each size) instead of booting a kernel each time.
     #[arg(long, env = "WRENN_BOOT_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set)]
     boot_snapshots: bool,
+    /// Shapes whose boot snapshot is made at start, so even their first sandbox starts fast:
+    /// comma-separated <template>:<vcpus>x<memory_mb> (default: the control plane's default
+    /// size); empty for none.
+    #[arg(
+        long,
+        env = "WRENN_BOOT_SNAPSHOT_SHAPES",
+        default_value = "minimal:1x256",
+        value_delimiter = ','
+    )]
+    boot_snapshot_shapes: Vec<String>,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -87,6 +97,13 @@ async fn main() -> anyhow::Result<()> {
     config.guest_aslr = args.guest_aslr;
     config.spare_slots = args.spare_slots;
     config.boot_snapshots = args.boot_snapshots;
+    config.prepared_shapes = args
+        .boot_snapshot_shapes
+        .iter()
+        .filter(|shape| !shape.is_empty())
+        .map(|shape| shape.parse())
+        .collect::<Result<_, String>>()
+        .map_err(anyhow::Error::msg)?;
     config.on_shutdown = match args.on_shutdown.as_str() {
         "destroy" => ShutdownPolicy::DestroySandboxes,
         _ => ShutdownPolicy::PauseSandboxes,

@@ -67,11 +67,19 @@ impl Agent {
     /// Prepares the host with the VMM the configuration picks (see [`choose_vmm`]).
     pub async fn start(config: AgentConfig) -> Result<Self, StartError> {
         let vmm = choose_vmm(&config, config.accelerator.resolve())?;
+        let shapes = match config.boot_snapshots {
+            true => config.prepared_shapes.clone(),
+            false => Vec::new(),
+        };
         let (manager, reclaimed) = SandboxManager::start(config, vmm).await?;
-        Ok(Self {
-            manager: Arc::new(manager),
-            reclaimed,
-        })
+        let manager = Arc::new(manager);
+        if !shapes.is_empty() {
+            tokio::spawn(crate::sandbox::boot_snapshot::prepare(
+                manager.clone(),
+                shapes,
+            ));
+        }
+        Ok(Self { manager, reclaimed })
     }
 
     /// Serves the HostAgent API on `listener` until `shutdown` resolves, then destroys every

@@ -283,3 +283,40 @@ async fn a_boot_snapshot_of_a_rebuilt_image_is_deleted_at_start() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shapes_named_at_start_get_their_boot_snapshot_before_any_request() {
+    // The memory size is only known once the lease is; the lease comes with the host. So the
+    // host is started twice: once to learn it (no VM), then with the shape to prepare.
+    let probe = TestHost::start().await;
+    let memory_mb = 600 + probe.lease.0.index;
+    probe.stop().await;
+    forget_boot_snapshots_of(memory_mb);
+    let shape: wrenn_agent::sandbox::boot_snapshot::PreparedShape =
+        format!("minimal:1x{memory_mb}").parse().unwrap();
+    let mut host = TestHost::start_with(|config| config.prepared_shapes = vec![shape]).await;
+    let deadline = std::time::Instant::now() + common::ready_timeout();
+    loop {
+        let idle = host
+            .client
+            .list_sandboxes(pb::ListSandboxesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes
+            .is_empty();
+        if boot_snapshots_of(memory_mb).len() == 1 && idle {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no boot snapshot prepared for {memory_mb} MiB"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let sandbox = host.create_with(request_of(memory_mb)).await;
+    assert_eq!(start_of(&sandbox), pb::StartMethod::BootSnapshot);
+    host.destroy(&sandbox.sandbox_id).await;
+    forget_boot_snapshots_of(memory_mb);
+    host.stop().await;
+}

@@ -43,9 +43,11 @@ fn spawn_agent(lease: &InstanceLease, data_dir: &std::path::Path) -> AgentProces
         .arg(lease.slot_network())
         .arg("--ready-timeout-secs")
         .arg(common::ready_timeout().as_secs().to_string())
-        // Exact counts of what a crash leaves; spares are tested in sandbox.rs.
+        // Exact counts of what a crash leaves; spares are tested in sandbox.rs, boot
+        // snapshots made at start in boot_snapshots.rs.
         .arg("--spare-slots")
         .arg("0")
+        .arg("--boot-snapshot-shapes=")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
