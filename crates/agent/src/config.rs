@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub boot_snapshots: bool,
     /// Shapes whose boot snapshot is made at start, in the background.
     pub prepared_shapes: Vec<crate::sandbox::boot_snapshot::PreparedShape>,
+    /// Most boot snapshots kept; making one more deletes the least recently used free ones.
+    pub boot_snapshot_limit: usize,
     /// How long a booting sandbox may take until envd answers.
     pub ready_timeout: Duration,
     /// Most vCPUs one sandbox may have.
@@ -150,6 +152,7 @@ impl AgentConfig {
             spare_slots: 2,
             boot_snapshots: true,
             prepared_shapes: Vec::new(),
+            boot_snapshot_limit: 16,
             ready_timeout: Duration::from_secs(60),
             max_vcpus: 8,
             on_shutdown: ShutdownPolicy::PauseSandboxes,

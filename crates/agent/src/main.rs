@@ -69,6 +69,10 @@ struct Args {
         value_delimiter = ','
     )]
     boot_snapshot_shapes: Vec<String>,
+    /// Most boot snapshots kept on this host (each holds the RAM its boot touched, tens of
+    /// MiB): making one more deletes the least recently used that nothing stands on.
+    #[arg(long, env = "WRENN_BOOT_SNAPSHOT_LIMIT", default_value_t = 16)]
+    boot_snapshot_limit: usize,
     /// Seconds a sandbox may take to boot until envd answers.
     #[arg(long, env = "WRENN_READY_TIMEOUT_SECS", default_value_t = 60)]
     ready_timeout_secs: u64,
@@ -97,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     config.guest_aslr = args.guest_aslr;
     config.spare_slots = args.spare_slots;
     config.boot_snapshots = args.boot_snapshots;
+    config.boot_snapshot_limit = args.boot_snapshot_limit;
     config.prepared_shapes = args
         .boot_snapshot_shapes
         .iter()

@@ -366,6 +366,7 @@ impl SandboxManager {
             let name = shape.template_name();
             match self.images.resolve(&name) {
                 Ok(frozen) if frozen.snapshot.is_some() => {
+                    super::boot_snapshot::mark_used(&self.images.template_dir(&name));
                     pins.push(frozen.rootfs_path.clone());
                     template = frozen;
                     disk_template = name.clone();
