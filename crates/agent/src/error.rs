@@ -23,6 +23,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Another call overtook this one, e.g. a destroy while the sandbox was starting.
+    #[error("{0}")]
+    Aborted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ApiError::Aborted(_) => Code::Aborted,
             ApiError::Internal(_) => Code::Internal,
         }
     }

@@ -320,3 +320,53 @@ async fn shapes_named_at_start_get_their_boot_snapshot_before_any_request() {
     forget_boot_snapshots_of(memory_mb);
     host.stop().await;
 }
+
+/// A create that fails because its sandbox was destroyed meanwhile is not retried with a cold
+/// boot (as a failed start from a boot snapshot is): the caller meant the sandbox to be gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_destroyed_while_it_starts_is_not_started_again() {
+    let mut host = TestHost::start().await;
+    let id = format!("sb-racer{}", host.lease.0.index);
+    let request = pb::CreateSandboxRequest {
+        sandbox_id: id.clone(),
+        ..create_request()
+    };
+    let mut client = host.client.clone();
+    let create = tokio::spawn(async move { client.create_sandbox(request).await });
+    // NotFound until the create has registered the sandbox, a few milliseconds in; the start
+    // itself takes over 100 ms even from a boot snapshot.
+    loop {
+        match host
+            .client
+            .destroy_sandbox(pb::DestroySandboxRequest {
+                sandbox_id: id.clone(),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await
+            }
+            Err(status) => panic!("destroy: {status}"),
+        }
+    }
+    let status = create
+        .await
+        .unwrap()
+        .expect_err("the sandbox finished starting before its destroy");
+    assert_eq!(status.code(), Code::Aborted, "{status}");
+    let listed = host
+        .client
+        .list_sandboxes(pb::ListSandboxesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    assert!(listed.is_empty(), "{listed:?}");
+    let (netns, links, pids) = common::host_objects(&host.instance()).await;
+    assert!(
+        netns.is_empty() && links.is_empty() && pids.is_empty(),
+        "{netns:?} {links:?} {pids:?}"
+    );
+    host.stop().await;
+}

@@ -156,7 +156,7 @@ impl SandboxActor {
             }
             Err(BootOutcome::Destroyed(reply)) => {
                 self.teardown(SandboxState::Stopped, None).await;
-                let _ = ready.send(Err(ApiError::Unavailable(
+                let _ = ready.send(Err(ApiError::Aborted(
                     "sandbox was destroyed while it was starting".into(),
                 )));
                 let _ = reply.send(());
