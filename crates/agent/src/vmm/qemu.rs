@@ -141,11 +141,17 @@ impl Vmm for QemuVmm {
         saved: SavedState<'_>,
         after: AfterRestore,
     ) -> Result<Box<dyn VmInstance>, VmmError> {
-        let state = File::open(saved.file).map_err(|source| VmmError::StateFile {
+        let state_error = |source| VmmError::StateFile {
             path: saved.file.to_owned(),
             source,
-        })?;
-        let mut instance = self.spawn(spec, BootMode::Incoming(state)).await?;
+        };
+        let state = File::open(saved.file).map_err(state_error)?;
+        let configuration_section = has_configuration_section(&state).map_err(state_error)?;
+        let mode = BootMode::Incoming {
+            state,
+            configuration_section,
+        };
+        let mut instance = self.spawn(spec, mode).await?;
         let restored = async {
             let qmp = &mut instance.qmp;
             // The capability changes the stream's format, so it must match the saving side.
@@ -191,9 +197,13 @@ impl Vmm for QemuVmm {
 #[derive(Debug)]
 enum BootMode {
     Fresh,
-    /// Paused (`-S`) until `migrate-incoming` loaded the state, read from this file (handed
+    /// Paused (`-S`) until `migrate-incoming` loaded the state, read from `state` (handed
     /// to QEMU as descriptor `STATE_FD`: no shell and `cat` in between), and `cont` resumed it.
-    Incoming(File),
+    /// Device state saved alone has no configuration section (`has_configuration_section`).
+    Incoming {
+        state: File,
+        configuration_section: bool,
+    },
 }
 
 /// Descriptor number QEMU inherits the saved state file as.
@@ -264,14 +274,12 @@ impl QemuVmm {
         command.args(qemu_args(spec, self.tcg_cache_mb));
         let incoming_state = match mode {
             BootMode::Fresh => None,
-            BootMode::Incoming(state) => {
+            BootMode::Incoming {
+                state,
+                configuration_section,
+            } => {
                 command.args(["-S", "-incoming", "defer"]);
-                let configured =
-                    has_configuration_section(&state).map_err(|source| VmmError::StateFile {
-                        path: spec.run_dir.clone(),
-                        source,
-                    })?;
-                if !configured {
+                if !configuration_section {
                     // QEMU then also logs "Expected vmdescription section": harmless, the
                     // description is only for stream-dumping tools.
                     command.args(["-global", "migration.send-configuration=off"]);
@@ -512,6 +520,22 @@ mod tests {
         let net = line.find("virtio-net-device").unwrap();
         let rng = line.find("virtio-rng-device").unwrap();
         assert!(blk < net && net < rng);
+    }
+
+    #[test]
+    fn device_state_alone_is_told_from_a_migration_stream_by_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |bytes: &[u8]| {
+            let path = dir.path().join("state");
+            std::fs::write(&path, bytes).unwrap();
+            has_configuration_section(&File::open(&path).unwrap())
+        };
+        // A migration: magic, version 3, then the configuration section (type 7).
+        assert!(check(b"QEVM\0\0\0\x03\x07\0\0\0\x06microvm").unwrap());
+        // Device state saved alone: the first device section (type 4, full) comes first.
+        assert!(!check(b"QEVM\0\0\0\x03\x04\0\0\0\x0b").unwrap());
+        assert!(check(b"not a state file").is_err());
+        assert!(check(b"QEVM").is_err(), "too short");
     }
 
     #[test]
