@@ -82,8 +82,38 @@ pub struct Sandbox {
     pub boot_ms: Option<u64>,
     /// Set when the sandbox was paused for being idle.
     pub auto_paused: bool,
+    /// How its VM first came to run; absent until the host reports it.
+    pub started_from: Option<StartedFrom>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How a sandbox's VM first came to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartedFrom {
+    /// The guest kernel booted (the first sandbox of its size on the host, or asked for).
+    ColdBoot,
+    /// Restored from the host's snapshot of the template's image freshly booted.
+    BootSnapshot,
+    /// Restored from a snapshot template.
+    Template,
+}
+
+impl StartedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartedFrom::ColdBoot => "cold_boot",
+            StartedFrom::BootSnapshot => "boot_snapshot",
+            StartedFrom::Template => "template",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::ColdBoot, Self::BootSnapshot, Self::Template]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

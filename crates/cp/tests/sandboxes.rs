@@ -47,6 +47,13 @@ async fn lifecycle_exec_pause_resume_and_audit() {
     assert_eq!(sandbox["memory_mb"], 256);
     assert_eq!(sandbox["internet"], false);
     assert!(sandbox["boot_ms"].as_u64().unwrap() > 0);
+    // The host's boot snapshot of the image, or a cold boot if this is its first sandbox of
+    // this size; the environment reaches the guest either way (checked below).
+    let started_from = sandbox["started_from"].as_str().unwrap_or_default();
+    assert!(
+        ["boot_snapshot", "cold_boot"].contains(&started_from),
+        "{sandbox}"
+    );
 
     // Exec: output, exit codes, env, errors.
     let result = exec(

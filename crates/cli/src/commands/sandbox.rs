@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use wrenn_api::{CreateSandboxRequest, ExecRequest, Sandbox, SandboxList, SandboxState};
+use wrenn_api::{
+    CreateSandboxRequest, ExecRequest, Sandbox, SandboxList, SandboxState, StartedFrom,
+};
 
 use super::attach::{self, Attach, Ended, Interrupts, OnInterrupt, Stdin, Terminal};
 use super::run::parse_pair;
@@ -271,7 +273,13 @@ fn describe(sandbox: &Sandbox) -> String {
         ("created", sandbox.created_at.to_rfc3339()),
     ];
     if let Some(boot_ms) = sandbox.boot_ms {
-        lines.push(("boot", format!("{boot_ms} ms")));
+        let how = match sandbox.started_from {
+            Some(StartedFrom::ColdBoot) => " (cold boot)",
+            Some(StartedFrom::BootSnapshot) => " (from the image's boot snapshot)",
+            Some(StartedFrom::Template) => " (from a snapshot template)",
+            None => "",
+        };
+        lines.push(("boot", format!("{boot_ms} ms{how}")));
     }
     if sandbox.auto_paused {
         lines.push(("auto-paused", "yes".into()));

@@ -9,7 +9,9 @@ use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use wrenn_agent_api::v1 as pb;
-use wrenn_api::{CreateSandboxRequest, ForkSandboxRequest, Sandbox, SandboxList, SandboxState};
+use wrenn_api::{
+    CreateSandboxRequest, ForkSandboxRequest, Sandbox, SandboxList, SandboxState, StartedFrom,
+};
 
 use crate::app::audit::{self, Target};
 use crate::app::caller::Caller;
@@ -56,6 +58,7 @@ pub fn sandbox_view(row: &SandboxRow) -> Sandbox {
         error: row.error.clone(),
         boot_ms: row.boot_ms.map(|ms| ms as u64),
         auto_paused: row.auto_paused,
+        started_from: row.started_from.as_deref().and_then(StartedFrom::parse),
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
@@ -72,6 +75,16 @@ pub fn state_from_agent(state: i32) -> Option<SandboxState> {
         pb::SandboxState::Pausing | pb::SandboxState::Resuming | pb::SandboxState::Unspecified => {
             None
         }
+    }
+}
+
+/// How the agent says a sandbox's VM first came to run.
+fn started_from_agent(start: i32) -> Option<StartedFrom> {
+    match pb::StartMethod::try_from(start).ok()? {
+        pb::StartMethod::ColdBoot => Some(StartedFrom::ColdBoot),
+        pb::StartMethod::BootSnapshot => Some(StartedFrom::BootSnapshot),
+        pb::StartMethod::Template => Some(StartedFrom::Template),
+        pb::StartMethod::Unspecified => None,
     }
 }
 
@@ -97,6 +110,7 @@ pub async fn apply_agent_view(
         boot_ms: (agent.boot_ms > 0).then_some(agent.boot_ms as i64),
         timeout_sec: Some(agent.timeout_sec as i32),
         auto_paused: Some(agent.auto_paused),
+        started_from: started_from_agent(agent.start).map(StartedFrom::as_str),
     };
     Ok(db::sandboxes::sandbox_update(&state.pool, &agent.sandbox_id, &update).await?)
 }

@@ -20,13 +20,14 @@ pub struct SandboxRow {
     pub error: Option<String>,
     pub boot_ms: Option<i64>,
     pub auto_paused: bool,
+    pub started_from: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, team_id, host_id, template_id, template, state, vcpus, memory_mb, \
                        disk_mb, timeout_sec, internet, metadata, error, boot_ms, auto_paused, \
-                       created_at, updated_at";
+                       started_from, created_at, updated_at";
 
 pub struct NewSandbox<'a> {
     pub id: &'a str,
@@ -107,6 +108,7 @@ pub struct SandboxUpdate<'a> {
     pub boot_ms: Option<i64>,
     pub timeout_sec: Option<i32>,
     pub auto_paused: Option<bool>,
+    pub started_from: Option<&'a str>,
 }
 
 impl<'a> SandboxUpdate<'a> {
@@ -120,6 +122,7 @@ impl<'a> SandboxUpdate<'a> {
             boot_ms: None,
             timeout_sec: None,
             auto_paused: None,
+            started_from: None,
         }
     }
 }
@@ -136,14 +139,16 @@ pub async fn sandbox_update(
         "UPDATE sandboxes SET state = $2, error = $3, vcpus = coalesce($4, vcpus), \
          memory_mb = coalesce($5, memory_mb), disk_mb = coalesce($6, disk_mb), \
          boot_ms = coalesce($7, boot_ms), timeout_sec = coalesce($8, timeout_sec), \
-         auto_paused = coalesce($9, auto_paused), updated_at = now(), \
+         auto_paused = coalesce($9, auto_paused), \
+         started_from = coalesce($10, started_from), updated_at = now(), \
          stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE stopped_at END \
          WHERE id = $1 AND state <> 'stopped' \
          AND (state <> $2 OR error IS DISTINCT FROM $3 OR vcpus <> coalesce($4, vcpus) \
               OR memory_mb <> coalesce($5, memory_mb) OR disk_mb <> coalesce($6, disk_mb) \
               OR boot_ms IS DISTINCT FROM coalesce($7, boot_ms) \
               OR timeout_sec <> coalesce($8, timeout_sec) \
-              OR auto_paused <> coalesce($9, auto_paused)) \
+              OR auto_paused <> coalesce($9, auto_paused) \
+              OR started_from IS DISTINCT FROM coalesce($10, started_from)) \
          RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -155,6 +160,7 @@ pub async fn sandbox_update(
     .bind(update.boot_ms)
     .bind(update.timeout_sec)
     .bind(update.auto_paused)
+    .bind(update.started_from)
     .fetch_optional(db)
     .await
 }
