@@ -4,6 +4,7 @@
 
 pub mod firecracker;
 mod private_ram;
+mod process;
 pub mod qemu;
 pub mod qmp;
 
@@ -208,26 +209,6 @@ pub trait VmInstance: Send + Sync {
         state_file: &Path,
         own_memory: &Path,
     ) -> Result<SavedRam, VmmError>;
-}
-
-/// Waits for a VMM process to exit: its exit code, or None when a signal ended it.
-pub(crate) async fn exit_code(child: &mut tokio::process::Child) -> Option<i32> {
-    child.wait().await.ok().and_then(|status| status.code())
-}
-
-/// Kills a VMM process and reaps it; one that already exited and was reaped is fine.
-pub(crate) async fn kill_child(
-    child: &mut tokio::process::Child,
-    pid: Option<u32>,
-) -> Result<(), VmmError> {
-    match child.kill().await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
-        Err(source) => Err(VmmError::Kill {
-            pid: pid.unwrap_or_default(),
-            source,
-        }),
-    }
 }
 
 /// The last `max_lines` lines of a log file, or a note that it could not be read.

@@ -10,18 +10,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+use super::process::{self, VmmProcess, CONSOLE_LOG, VMM_LOG};
 use super::qmp::QmpClient;
 use super::{
-    tail_of_file, AfterRestore, MemorySharing, SavedRam, SavedState, VmExit, VmInstance, VmSpec,
-    Vmm, VmmError,
+    AfterRestore, MemorySharing, SavedRam, SavedState, VmExit, VmInstance, VmSpec, Vmm, VmmError,
 };
 use crate::accel::Accelerator;
 
 const QMP_SOCKET: &str = "qmp.sock";
-const CONSOLE_LOG: &str = "console.log";
-const VMM_LOG: &str = "vmm.log";
 
 /// Runs guests with `qemu-system-x86_64 -M microvm`.
 #[derive(Debug, Clone)]
@@ -257,16 +255,10 @@ async fn wait_for_migration(
 
 impl QemuVmm {
     async fn spawn(&self, spec: &VmSpec, mode: BootMode) -> Result<QemuInstance, VmmError> {
-        let run_dir_error = |source| VmmError::RunDir {
+        let netns = process::prepare(spec, QMP_SOCKET)?;
+        let log = process::create_log(spec, VMM_LOG)?;
+        let log_err = log.try_clone().map_err(|source| VmmError::RunDir {
             path: spec.run_dir.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&spec.run_dir).map_err(run_dir_error)?;
-        let _ = std::fs::remove_file(spec.run_dir.join(QMP_SOCKET));
-        let log = File::create(spec.run_dir.join(VMM_LOG)).map_err(run_dir_error)?;
-        let log_err = log.try_clone().map_err(run_dir_error)?;
-        let netns = File::open(&spec.network.netns).map_err(|source| VmmError::OpenNetns {
-            path: spec.network.netns.clone(),
             source,
         })?;
 
@@ -301,70 +293,40 @@ impl QemuVmm {
         if let Some(state) = incoming_state {
             crate::command::inherit_fd_at_exec(&mut command, state, STATE_FD);
         }
-        let mut child = command.spawn().map_err(|source| VmmError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
-
+        let mut process = VmmProcess::spawn(command, &self.binary, &spec.run_dir, "qemu")?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        let qmp = tokio::select! {
-            qmp = QmpClient::connect(&qmp_path, self.qmp_timeout) => qmp,
-            status = child.wait() => {
-                let code = status.ok().and_then(|s| s.code());
-                return Err(VmmError::ExitedEarly { code, log_tail: log_tail(&spec.run_dir) });
-            }
-        };
-        match qmp {
-            Ok(qmp) => Ok(QemuInstance {
-                memory_sharing: spec.memory_sharing,
-                memory_file: spec.memory_file.clone(),
-                pid: child.id(),
-                child,
-                qmp,
-                run_dir: spec.run_dir.clone(),
-            }),
-            Err(e) => {
-                let _ = child.kill().await;
-                Err(e.into())
-            }
-        }
+        let qmp = process
+            .connect(QmpClient::connect(&qmp_path, self.qmp_timeout))
+            .await?;
+        Ok(QemuInstance {
+            memory_sharing: spec.memory_sharing,
+            memory_file: spec.memory_file.clone(),
+            process,
+            qmp,
+        })
     }
-}
-
-fn log_tail(run_dir: &Path) -> String {
-    format!(
-        "--- console ---\n{}\n--- qemu ---\n{}",
-        tail_of_file(&run_dir.join(CONSOLE_LOG), 20),
-        tail_of_file(&run_dir.join(VMM_LOG), 10)
-    )
 }
 
 struct QemuInstance {
     memory_sharing: MemorySharing,
     memory_file: PathBuf,
-    pid: Option<u32>,
-    child: Child,
+    process: VmmProcess,
     /// QEMU's control socket; holding it also keeps its single QMP slot ours.
     qmp: QmpClient,
-    run_dir: PathBuf,
 }
 
 #[async_trait]
 impl VmInstance for QemuInstance {
     fn pid(&self) -> Option<u32> {
-        self.pid
+        self.process.pid()
     }
 
     async fn wait_exit(&mut self) -> VmExit {
-        let code = super::exit_code(&mut self.child).await;
-        VmExit {
-            code,
-            log_tail: log_tail(&self.run_dir),
-        }
+        self.process.wait_exit().await
     }
 
     async fn kill(&mut self) -> Result<(), VmmError> {
-        super::kill_child(&mut self.child, self.pid).await
+        self.process.kill().await
     }
 
     async fn save_and_exit(
@@ -383,7 +345,8 @@ impl VmInstance for QemuInstance {
             // RAM out itself (template plus changed pages) and QEMU only the devices.
             MemorySharing::Private => {
                 let pid = self
-                    .pid
+                    .process
+                    .pid()
                     .ok_or_else(|| VmmError::Unsupported("QEMU's process id is unknown".into()))?;
                 let (template, destination) = (self.memory_file.clone(), own_memory.to_owned());
                 let written = tokio::task::spawn_blocking(move || {
@@ -414,8 +377,7 @@ impl VmInstance for QemuInstance {
         };
         // QEMU may close the socket before it answers `quit`; its exit is what counts.
         let _ = self.qmp.execute("quit", None).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        self.kill().await?;
+        self.process.end(Duration::from_secs(10)).await?;
         Ok(ram)
     }
 }

@@ -21,19 +21,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use self::api::{ApiClient, ApiError};
+use super::process::{self, VmmProcess, CONSOLE_LOG, VMM_LOG};
 use super::{
-    ram_beside_state, tail_of_file, AfterRestore, MemorySharing, SavedRam, SavedState, VmExit,
-    VmInstance, VmSpec, Vmm, VmmError,
+    ram_beside_state, AfterRestore, MemorySharing, SavedRam, SavedState, VmExit, VmInstance,
+    VmSpec, Vmm, VmmError,
 };
 use crate::accel::Accelerator;
 use crate::disk::RootDisk;
 
 const API_SOCKET: &str = "firecracker.sock";
-const CONSOLE_LOG: &str = "console.log";
-const VMM_LOG: &str = "vmm.log";
 
 /// Runs guests with Firecracker.
 #[derive(Debug, Clone)]
@@ -149,20 +148,11 @@ impl FirecrackerVmm {
                 "Firecracker needs hardware KVM; use the QEMU driver on this host".into(),
             ));
         }
-        let run_dir_error = |source| VmmError::RunDir {
-            path: spec.run_dir.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&spec.run_dir).map_err(run_dir_error)?;
+        let netns = process::prepare(spec, API_SOCKET)?;
         let socket = spec.run_dir.join(API_SOCKET);
-        let _ = std::fs::remove_file(&socket);
-        let console = File::create(spec.run_dir.join(CONSOLE_LOG)).map_err(run_dir_error)?;
+        let console = process::create_log(spec, CONSOLE_LOG)?;
         // Firecracker appends to its log file but does not create it.
-        let log = File::create(spec.run_dir.join(VMM_LOG)).map_err(run_dir_error)?;
-        let netns = File::open(&spec.network.netns).map_err(|source| VmmError::OpenNetns {
-            path: spec.network.netns.clone(),
-            source,
-        })?;
+        let log = process::create_log(spec, VMM_LOG)?;
 
         let mut command = Command::new(&self.binary);
         command
@@ -180,47 +170,22 @@ impl FirecrackerVmm {
             .stderr(log)
             .kill_on_drop(true);
         crate::command::join_netns_at_exec(&mut command, netns);
-        let mut child = command.spawn().map_err(|source| VmmError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
-        let api = tokio::select! {
-            api = ApiClient::connect(&socket, self.api_timeout) => api,
-            status = child.wait() => {
-                let code = status.ok().and_then(|s| s.code());
-                return Err(VmmError::ExitedEarly { code, log_tail: log_tail(&spec.run_dir) });
-            }
-        };
-        match api {
-            Ok(api) => Ok(FirecrackerInstance {
-                pid: child.id(),
-                child,
-                api,
-                run_dir: spec.run_dir.clone(),
-                memory_sharing: spec.memory_sharing,
-                memory_file: spec.memory_file.clone(),
-            }),
-            Err(e) => {
-                let _ = child.kill().await;
-                Err(VmmError::Firecracker(e))
-            }
-        }
+        let mut process = VmmProcess::spawn(command, &self.binary, &spec.run_dir, "firecracker")?;
+        let api = process
+            .connect(ApiClient::connect(&socket, self.api_timeout))
+            .await?;
+        Ok(FirecrackerInstance {
+            process,
+            api,
+            memory_sharing: spec.memory_sharing,
+            memory_file: spec.memory_file.clone(),
+        })
     }
 }
 
-fn log_tail(run_dir: &Path) -> String {
-    format!(
-        "--- console ---\n{}\n--- firecracker ---\n{}",
-        tail_of_file(&run_dir.join(CONSOLE_LOG), 20),
-        tail_of_file(&run_dir.join(VMM_LOG), 10)
-    )
-}
-
 struct FirecrackerInstance {
-    pid: Option<u32>,
-    child: Child,
+    process: VmmProcess,
     api: ApiClient,
-    run_dir: PathBuf,
     memory_sharing: MemorySharing,
     memory_file: PathBuf,
 }
@@ -236,19 +201,15 @@ impl FirecrackerInstance {
 #[async_trait]
 impl VmInstance for FirecrackerInstance {
     fn pid(&self) -> Option<u32> {
-        self.pid
+        self.process.pid()
     }
 
     async fn wait_exit(&mut self) -> VmExit {
-        let code = super::exit_code(&mut self.child).await;
-        VmExit {
-            code,
-            log_tail: log_tail(&self.run_dir),
-        }
+        self.process.wait_exit().await
     }
 
     async fn kill(&mut self) -> Result<(), VmmError> {
-        super::kill_child(&mut self.child, self.pid).await
+        self.process.kill().await
     }
 
     async fn save_and_exit(
