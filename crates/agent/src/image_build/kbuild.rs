@@ -52,7 +52,9 @@ pub struct RunningMake {
     pub cwd: PathBuf,
 }
 
-/// Finds `make` processes whose working directory is `tree` or inside it.
+/// Finds the `make` processes whose working directory is `tree` or inside it, leaving out
+/// those a make in the tree started: sub-makes, and the children make forks for a recipe,
+/// which are called `make` until they exec.
 ///
 /// Two makes in one tree corrupt each other's output, so the builder waits for these first.
 pub fn running_makes_in(tree: &Path) -> Vec<RunningMake> {
@@ -63,7 +65,7 @@ pub fn running_makes_in(tree: &Path) -> Vec<RunningMake> {
         return Vec::new();
     };
     let me = std::process::id();
-    procs
+    let makes: Vec<(RunningMake, Option<u32>)> = procs
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me)
         .filter_map(|pid| {
@@ -72,15 +74,33 @@ pub fn running_makes_in(tree: &Path) -> Vec<RunningMake> {
                 return None;
             }
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-            cwd.starts_with(&tree).then_some(RunningMake { pid, cwd })
+            cwd.starts_with(&tree)
+                .then(|| (RunningMake { pid, cwd }, parent_of(pid)))
         })
+        .collect();
+    let pids: Vec<u32> = makes.iter().map(|(make, _)| make.pid).collect();
+    makes
+        .into_iter()
+        .filter(|(_, parent)| parent.is_none_or(|parent| !pids.contains(&parent)))
+        .map(|(make, _)| make)
         .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::image_build::cmd::display;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn commands_have_the_expected_arguments() {
@@ -109,15 +129,19 @@ mod tests {
     }
 
     #[test]
-    fn finds_a_make_running_in_a_tree() {
+    fn finds_a_make_running_in_a_tree_but_not_the_makes_it_started() {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("tree");
-        std::fs::create_dir_all(tree.join("sub")).unwrap();
-        std::fs::write(tree.join("sub/Makefile"), "all:\n\tsleep 2\n").unwrap();
+        std::fs::create_dir_all(tree.join("sub/inner")).unwrap();
+        // A make that starts a sub-make: only the first counts as a build in the tree.
+        std::fs::write(tree.join("sub/Makefile"), "all:\n\t@$(MAKE) -s -C inner\n").unwrap();
+        std::fs::write(tree.join("sub/inner/Makefile"), "all:\n\tsleep 5\n").unwrap();
         assert!(running_makes_in(&tree).is_empty());
-        // Killing make leaves its `sleep` behind; it must not hold the test's output open.
+        // In a process group of its own, so the make, the sub-make and `sleep` go together;
+        // none may hold the test's output open.
         let mut child = match Command::new("make")
             .current_dir(tree.join("sub"))
+            .process_group(0)
             .arg("-s")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -129,16 +153,26 @@ mod tests {
                 return;
             }
         };
-        // make needs a moment to exec; poll briefly rather than sleep a fixed time.
-        let mut found = Vec::new();
-        for _ in 0..50 {
-            found = running_makes_in(&tree);
-            if !found.is_empty() {
+        // Until the sub-make runs (poll, rather than sleep a fixed time).
+        let inner = tree.join("sub/inner").canonicalize().unwrap();
+        let sub_make_runs = || {
+            std::fs::read_dir("/proc").unwrap().any(|entry| {
+                let pid = entry.unwrap().file_name();
+                let comm = std::fs::read_to_string(Path::new("/proc").join(&pid).join("comm"));
+                let cwd = std::fs::read_link(Path::new("/proc").join(&pid).join("cwd"));
+                matches!((comm, cwd), (Ok(comm), Ok(cwd)) if comm.trim_end() == "make" && cwd == inner)
+            })
+        };
+        for _ in 0..250 {
+            if sub_make_runs() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        child.kill().unwrap();
+        assert!(sub_make_runs(), "the sub-make never started");
+        let found = running_makes_in(&tree);
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
         child.wait().unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, child.id());
