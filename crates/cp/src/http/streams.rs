@@ -184,6 +184,14 @@ async fn input_read(
     let _ = notices.send(Notice::Gone).await;
 }
 
+/// Lets the client's last frames and its answer to our Close be read before the socket goes.
+/// Closing a TCP socket with unread data in it makes the kernel reset the connection, and a
+/// reset can cost the client frames still on their way to it: the exit code among them (seen
+/// as "Connection reset by peer" in a CLI test whose input raced the process's exit).
+async fn finish_close(reader: &mut AbortOnDrop) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader.0).await;
+}
+
 /// How a process stream ended.
 enum Ending {
     Exited,
@@ -196,7 +204,7 @@ enum Ending {
 async fn pump(socket: WebSocket, mut process: ProcessStream, on_disconnect: OnDisconnect) {
     let (mut sink, frames) = socket.split();
     let (notify, mut notices) = mpsc::channel(16);
-    let _reader = AbortOnDrop(tokio::spawn(input_read(
+    let mut reader = AbortOnDrop(tokio::spawn(input_read(
         frames,
         process.control.clone(),
         notify,
@@ -248,9 +256,13 @@ async fn pump(socket: WebSocket, mut process: ProcessStream, on_disconnect: OnDi
     match ending {
         Ending::Exited => {
             close(&mut sink, close_code::NORMAL, "the process exited").await;
+            finish_close(&mut reader).await;
             return;
         }
-        Ending::Failed(error) => fail(&mut sink, error).await,
+        Ending::Failed(error) => {
+            fail(&mut sink, error).await;
+            finish_close(&mut reader).await;
+        }
         Ending::ClientGone => {
             // Completes the close handshake if the client started one; a dead peer gets no wait.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
