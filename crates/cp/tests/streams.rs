@@ -576,3 +576,38 @@ async fn exec_streams_terminals_processes_watches_and_metrics() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     cp.shutdown().await;
 }
+
+/// A process that exits while its client is still sending input: the exit frame arrives every
+/// time. The server reads the client's frames to the end of the close handshake; dropping a
+/// socket with unread data in it resets the connection, which can cost the client the frames
+/// still on their way, the exit among them.
+#[tokio::test]
+async fn the_exit_frame_survives_input_racing_the_exit() {
+    let cp = TestCp::start_with_agent().await;
+    let ann = cp.signup("ann@example.com").await;
+    let raw_key = cp.api_key(&ann).await;
+    let key = Auth::Key(raw_key.clone());
+    let (status, sandbox) = cp
+        .post("/v1/sandboxes", &key, json!({"template": "minimal"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sandbox}");
+    let id = sandbox["id"].as_str().unwrap().to_owned();
+    let exec_stream = format!("/v1/sandboxes/{id}/exec/stream");
+    let chunk = b64(&[b'x'; 4096]);
+    for round in 0..8 {
+        let mut ws = Ws::open(&cp, &exec_stream, &raw_key).await;
+        ws.send(json!({"cmd": "sh", "args": ["-c", "exit 7"], "stdin": true}))
+            .await;
+        assert_eq!(ws.next().await.unwrap()["type"], "started");
+        // Input the process never reads, still arriving as it exits.
+        for _ in 0..64 {
+            ws.send(json!({"type": "stdin", "data": chunk})).await;
+        }
+        let frames = ws.rest().await;
+        let exit = frames
+            .iter()
+            .find(|frame| frame["type"] == "exit")
+            .unwrap_or_else(|| panic!("round {round}: no exit frame in {frames:?}"));
+        assert_eq!(exit["exit_code"], 7, "round {round}: {exit}");
+    }
+}
