@@ -265,6 +265,14 @@ impl ImageStore {
     }
 
     /// All templates with a readable manifest, sorted by name.
+    /// Removes a template's directory: renamed out of the way first, so a half-removed
+    /// template never resolves. The caller has checked that nothing uses it.
+    pub fn remove_template(&self, name: &str) -> std::io::Result<()> {
+        let trash = self.templates_dir().join(format!(".{name}.deleted"));
+        std::fs::rename(self.template_dir(name), &trash)?;
+        std::fs::remove_dir_all(&trash)
+    }
+
     pub fn list(&self) -> Vec<TemplateManifest> {
         let Ok(entries) = std::fs::read_dir(self.templates_dir()) else {
             return Vec::new();

@@ -171,17 +171,27 @@ async fn wait_running(cp: &TestCp, auth: &Auth, id: &str, tag: &str, running: bo
         .clone()
 }
 
-#[tokio::test]
-async fn exec_streams_terminals_processes_watches_and_metrics() {
+/// A control plane with an agent, a signed-up user, their raw API key, and a sandbox of theirs.
+async fn with_sandbox() -> (TestCp, common::Person, String, String) {
     let cp = TestCp::start_with_agent().await;
     let ann = cp.signup("ann@example.com").await;
     let raw_key = cp.api_key(&ann).await;
-    let key = Auth::Key(raw_key.clone());
     let (status, sandbox) = cp
-        .post("/v1/sandboxes", &key, json!({"template": "minimal"}))
+        .post(
+            "/v1/sandboxes",
+            &Auth::Key(raw_key.clone()),
+            json!({"template": "minimal"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sandbox}");
     let id = sandbox["id"].as_str().unwrap().to_owned();
+    (cp, ann, raw_key, id)
+}
+
+#[tokio::test]
+async fn exec_streams_terminals_processes_watches_and_metrics() {
+    let (cp, ann, raw_key, id) = with_sandbox().await;
+    let key = Auth::Key(raw_key.clone());
     let exec_stream = format!("/v1/sandboxes/{id}/exec/stream");
 
     // Exec stream: started, stdout and stderr, exit, then close.
@@ -583,15 +593,7 @@ async fn exec_streams_terminals_processes_watches_and_metrics() {
 /// still on their way, the exit among them.
 #[tokio::test]
 async fn the_exit_frame_survives_input_racing_the_exit() {
-    let cp = TestCp::start_with_agent().await;
-    let ann = cp.signup("ann@example.com").await;
-    let raw_key = cp.api_key(&ann).await;
-    let key = Auth::Key(raw_key.clone());
-    let (status, sandbox) = cp
-        .post("/v1/sandboxes", &key, json!({"template": "minimal"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{sandbox}");
-    let id = sandbox["id"].as_str().unwrap().to_owned();
+    let (cp, _ann, raw_key, id) = with_sandbox().await;
     let exec_stream = format!("/v1/sandboxes/{id}/exec/stream");
     let chunk = b64(&[b'x'; 4096]);
     for round in 0..8 {

@@ -169,8 +169,15 @@ pub async fn rebase(
 }
 
 /// Copies a sparse file (guest RAM, disk images) by its data extents only, so a 1 GiB memory
-/// file of which the guest touched 40 MiB costs 40 MiB of reads and writes.
+/// file of which the guest touched 40 MiB costs 40 MiB of reads and writes. Durable on return.
 pub fn copy_sparse(source: &Path, destination: &Path) -> std::io::Result<u64> {
+    let copied = copy_sparse_unsynced(source, destination)?;
+    std::fs::File::open(destination)?.sync_all()?;
+    Ok(copied)
+}
+
+/// [`copy_sparse`] for a caller that makes the copy durable itself, later.
+pub fn copy_sparse_unsynced(source: &Path, destination: &Path) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let input = std::fs::File::open(source)?;
     let output = std::fs::File::create(destination)?;
@@ -201,7 +208,6 @@ pub fn copy_sparse(source: &Path, destination: &Path) -> std::io::Result<u64> {
             copied += n as u64;
         }
     }
-    output.sync_all()?;
     Ok(copied)
 }
 

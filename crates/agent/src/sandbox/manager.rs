@@ -555,10 +555,8 @@ impl SandboxManager {
                 "template {name:?} is in use (sandboxes: {users:?}, templates: {children:?})"
             )));
         }
-        let dir = self.images.template_dir(name);
-        let trash = self.images.templates_dir().join(format!(".{name}.deleted"));
-        std::fs::rename(&dir, &trash)
-            .and_then(|()| std::fs::remove_dir_all(&trash))
+        self.images
+            .remove_template(name)
             .map_err(|e| ApiError::Internal(format!("delete template {name:?}: {e}")))?;
         drop(sandboxes);
         Ok(())

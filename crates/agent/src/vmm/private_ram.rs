@@ -43,7 +43,8 @@ pub fn write_private_ram(pid: u32, template: &Path, destination: &Path) -> io::R
         "/proc/{pid}/map_files/{:x}-{:x}",
         mappings[0].start, mappings[0].end
     );
-    let template_bytes = crate::disk::copy_sparse(Path::new(&mapped), destination)?;
+    // Not synced here: the pause makes every file of the sandbox durable once, in parallel.
+    let template_bytes = crate::disk::copy_sparse_unsynced(Path::new(&mapped), destination)?;
     let output = std::fs::OpenOptions::new().write(true).open(destination)?;
     let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
     let memory = File::open(format!("/proc/{pid}/mem"))?;

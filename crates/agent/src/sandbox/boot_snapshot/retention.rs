@@ -55,10 +55,7 @@ pub fn enforce_limit(store: &ImageStore, limit: usize, keep: &str) -> Vec<String
         if snapshot.name == keep || pinned || parent_of_another {
             continue;
         }
-        let trash = store
-            .templates_dir()
-            .join(format!(".{}.deleted", snapshot.name));
-        match std::fs::rename(&dir, &trash).and_then(|()| std::fs::remove_dir_all(&trash)) {
+        match store.remove_template(&snapshot.name) {
             Ok(()) => {
                 excess -= 1;
                 deleted.push(snapshot.name.clone());
