@@ -14,7 +14,7 @@ use super::boot_snapshot::BuildClaim;
 use super::manager::HostContext;
 use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
-use super::suspend::MEMORY_FILE;
+use super::suspend::{PauseCause, MEMORY_FILE};
 use super::{SandboxEvent, SandboxInfo, SandboxState};
 use crate::disk::{self, BaseFormat, RootDisk};
 use crate::envd_client::EnvdClient;
@@ -215,7 +215,7 @@ impl SandboxActor {
                     return;
                 }
                 Event::Command(Some(Command::Pause { reply })) => {
-                    let result = self.pause().await;
+                    let result = self.pause(PauseCause::Request).await;
                     let failed = self.info.borrow().state == SandboxState::Error;
                     let _ = reply.send(result.map(|()| self.info.borrow().clone()));
                     if failed {
@@ -243,15 +243,11 @@ impl SandboxActor {
                     if self.activity.expired() && self.info.borrow().state == SandboxState::Running
                     {
                         tracing::info!(timeout_sec = self.activity.timeout_sec(), "idle: pausing");
-                        match self.pause().await {
-                            Ok(()) => self.update(|info| info.auto_paused = true),
-                            // pause() has already released everything and reported the error.
-                            Err(e) => {
-                                tracing::error!(error = %e, "automatic pause failed; sandbox destroyed");
-                                return;
-                            }
+                        // pause() has already released everything and reported the error.
+                        if let Err(e) = self.pause(PauseCause::Idle).await {
+                            tracing::error!(error = %e, "automatic pause failed; sandbox destroyed");
+                            return;
                         }
-                        self.write_paused_record();
                     }
                 }
                 Event::VmmExited(exit) => {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use rand::Rng;
 
 use super::actor::SandboxActor;
-use super::suspend::{MEMORY_FILE, STATE_FILE};
+use super::suspend::{PauseCause, MEMORY_FILE, STATE_FILE};
 use super::{now_ms, SandboxState};
 use crate::disk::{self, BaseFormat, RootDisk};
 use crate::error::ApiError;
@@ -75,7 +75,7 @@ impl SandboxActor {
         let was_running = state == SandboxState::Running;
         if was_running {
             self.warm_up_before_freezing().await;
-            self.pause().await?;
+            self.pause(PauseCause::Request).await?;
         }
         // A clone maps its template's RAM privately; the template needs a file of its own.
         if let Err(e) = self.take_own_memory().await {

@@ -21,8 +21,16 @@ pub const MEMORY_FILE: &str = "memory";
 /// A clone's device state while its RAM moves into a memory file of its own.
 const OWN_MEMORY_STATE_FILE: &str = "vmstate.own-memory";
 
+/// Why a sandbox pauses; reported with the pause itself (`auto_paused`), in the same state
+/// change, so no watcher sees the one without the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PauseCause {
+    Request,
+    Idle,
+}
+
 impl SandboxActor {
-    pub(super) async fn pause(&mut self) -> Result<(), ApiError> {
+    pub(super) async fn pause(&mut self, cause: PauseCause) -> Result<(), ApiError> {
         let state = self.info.borrow().state;
         if state != SandboxState::Running {
             return Err(ApiError::FailedPrecondition(format!(
@@ -67,6 +75,7 @@ impl SandboxActor {
         self.update(|info| {
             info.state = SandboxState::Paused;
             info.vmm_pid = None;
+            info.auto_paused = cause == PauseCause::Idle;
         });
         // Last: with the record on disk, a restarted agent finds and lists this sandbox.
         self.write_paused_record();
