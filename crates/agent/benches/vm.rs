@@ -116,6 +116,12 @@ async fn run() -> anyhow::Result<()> {
     {
         config.tcg_cache_mb = mb;
     }
+    if let Some(mb) = std::env::var("WRENN_TCG_BOOT_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.tcg_boot_cache_mb = mb;
+    }
     if let Some(spares) = std::env::var("WRENN_SPARE_SLOTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -616,7 +622,7 @@ async fn raw_qemu_floor(
         kernel: template.kernel_path.clone(),
         kernel_args:
             "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init=/usr/sbin/envd \
-                      ip=172.16.0.2::172.16.0.1:255.255.255.0:sandbox:eth0:off"
+                      wrenn.ip=172.16.0.2/24 wrenn.gw=172.16.0.1"
                 .into(),
         root_disk: overlay,
         network: VmNetwork {

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use wrenn_agent::accel::{AcceleratorChoice, GuestAslr};
-use wrenn_agent::config::{AgentConfig, ShutdownPolicy, SlotNetwork, DEFAULT_TCG_CACHE_MB};
+use wrenn_agent::config::{
+    AgentConfig, ShutdownPolicy, SlotNetwork, DEFAULT_TCG_BOOT_CACHE_MB, DEFAULT_TCG_CACHE_MB,
+};
 use wrenn_agent::server::Agent;
 
 /// The Wrenn host agent: owns the microVMs on this machine.
@@ -48,6 +50,10 @@ struct Args {
     /// larger saves retranslation in CPU-heavy guests.
     #[arg(long, env = "WRENN_TCG_CACHE_MB", default_value_t = DEFAULT_TCG_CACHE_MB)]
     tcg_cache_mb: u32,
+    /// TCG translated-code cache in MiB of a VM that boots its kernel (a cold boot), until its
+    /// first pause: a boot translates more code than a restored VM runs.
+    #[arg(long, env = "WRENN_TCG_BOOT_CACHE_MB", default_value_t = DEFAULT_TCG_BOOT_CACHE_MB)]
+    tcg_boot_cache_mb: u32,
     /// Address-space randomization inside guests: auto (off under TCG, where it makes every
     /// process start translate its libraries afresh; on under KVM), on or off.
     #[arg(long, env = "WRENN_GUEST_ASLR", default_value = "auto")]
@@ -98,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     config.firecracker_binary = args.firecracker_binary;
     config.ready_timeout = Duration::from_secs(args.ready_timeout_secs);
     config.tcg_cache_mb = args.tcg_cache_mb;
+    config.tcg_boot_cache_mb = args.tcg_boot_cache_mb;
     config.guest_aslr = args.guest_aslr;
     config.spare_slots = args.spare_slots;
     config.boot_snapshots = args.boot_snapshots;

@@ -29,10 +29,10 @@ pub fn choose_vmm(
     accelerator: Accelerator,
 ) -> Result<Arc<dyn Vmm>, StartError> {
     let qemu = || -> Arc<dyn Vmm> {
-        Arc::new(QemuVmm::new(
-            config.qemu_binary.clone(),
-            config.tcg_cache_mb,
-        ))
+        Arc::new(
+            QemuVmm::new(config.qemu_binary.clone(), config.tcg_cache_mb)
+                .with_boot_cache_mb(config.tcg_boot_cache_mb),
+        )
     };
     let firecracker =
         || -> Arc<dyn Vmm> { Arc::new(FirecrackerVmm::new(config.firecracker_binary.clone())) };

@@ -120,6 +120,84 @@ async fn memory_processes_files_and_clock_survive_a_pause() {
     host.stop().await;
 }
 
+/// Allocated bytes of a file: a blank memory file has none.
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_boot_keeps_ram_off_the_disk_until_its_first_pause_writes_it() {
+    let mut host = TestHost::start().await;
+    let sandbox = host
+        .create_with(pb::CreateSandboxRequest {
+            cold_boot: true,
+            ..common::create_request()
+        })
+        .await;
+    let id = sandbox.sandbox_id;
+    assert_eq!(sandbox.start, pb::StartMethod::ColdBoot as i32);
+    let dir = host.state.path().join("sandboxes").join(&id);
+    let (blank, memory) = (dir.join("memory.blank"), dir.join("memory"));
+
+    // Guest RAM is a private (copy-on-write) mapping of a file that is all holes: what the
+    // guest writes is QEMU's anonymous memory, never the disk.
+    assert_eq!(std::fs::metadata(&blank).unwrap().len(), 256 << 20);
+    assert_eq!(allocated(&blank), 0, "the blank memory file holds data");
+    assert!(!memory.exists(), "a running cold boot has a memory file");
+    let (_, _, pids) = host_objects(&host.instance()).await;
+    assert_eq!(pids.len(), 1, "one VMM runs: {pids:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", pids[0])).unwrap();
+    let ram = maps
+        .lines()
+        .find(|line| line.ends_with("/memory.blank"))
+        .unwrap_or_else(|| panic!("QEMU does not map the blank file:\n{maps}"));
+    assert_eq!(
+        ram.split_whitespace().nth(1),
+        Some("rw-p"),
+        "guest RAM is not mapped privately: {ram}"
+    );
+
+    let sum = "sha256sum /dev/shm/blob | cut -c1-64";
+    host.sh(&id, "head -c 8388608 /dev/urandom > /dev/shm/blob")
+        .await;
+    let before = host.sh(&id, sum).await;
+    host.start_counter(&id).await;
+
+    // The first pause writes the RAM the guest touched into the sandbox's own memory file
+    // and saves device state alone; the blank file is gone.
+    pause(&mut host, &id).await;
+    assert!(!blank.exists(), "the blank memory file outlived the pause");
+    assert_eq!(std::fs::metadata(&memory).unwrap().len(), 256 << 20);
+    let written = allocated(&memory);
+    assert!(
+        (8 << 20..256 << 20).contains(&written),
+        "the memory file holds {written} bytes: not the RAM the guest touched"
+    );
+    let state_bytes = std::fs::metadata(dir.join("vmstate")).unwrap().len();
+    assert!(
+        state_bytes < 1 << 20,
+        "vmstate holds RAM: {state_bytes} bytes"
+    );
+
+    // From then on the sandbox pauses like any other: its RAM is that file, written through.
+    for round in 1..=2 {
+        resume(&mut host, &id).await;
+        assert_eq!(host.sh(&id, sum).await, before, "round {round}");
+        assert_eq!(
+            host.sh(&id, NEXT).await.trim(),
+            (round + 1).to_string(),
+            "the counter lost its state in round {round}"
+        );
+        pause(&mut host, &id).await;
+        assert!(!blank.exists());
+    }
+    resume(&mut host, &id).await;
+    assert_eq!(host.sh(&id, sum).await, before);
+    host.destroy(&id).await;
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_pause_resume_cycles_lose_no_write() {
     let mut host = TestHost::start().await;

@@ -14,7 +14,7 @@ use super::boot_snapshot::BuildClaim;
 use super::manager::HostContext;
 use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
-use super::suspend::{PauseCause, MEMORY_FILE};
+use super::suspend::{PauseCause, BLANK_MEMORY_FILE, MEMORY_FILE};
 use super::{SandboxEvent, SandboxInfo, SandboxState};
 use crate::disk::{self, BaseFormat, RootDisk};
 use crate::envd_client::EnvdClient;
@@ -269,6 +269,16 @@ impl SandboxActor {
         let snapshot = plan.template.snapshot.as_ref();
         let root_disk = self.ctx.vmm.root_disk();
         let disk_path = self.dir.join(root_disk.file_name());
+        let (memory_file, memory_sharing) = match snapshot {
+            // A template's RAM is its memory file, mapped copy-on-write by each clone.
+            Some(snapshot) => (snapshot.memory_path.clone(), MemorySharing::Private),
+            None => match self.ctx.vmm.boot_memory() {
+                MemorySharing::Shared => (self.dir.join(MEMORY_FILE), MemorySharing::Shared),
+                MemorySharing::Private => {
+                    (self.dir.join(BLANK_MEMORY_FILE), MemorySharing::Private)
+                }
+            },
+        };
         // Writing an overlay takes well under a millisecond, a raw copy longer unless the
         // filesystem reflinks; a slot not taken from the spares needs its set-up.
         let disk = create_root_disk(
@@ -279,6 +289,13 @@ impl SandboxActor {
             u64::from(plan.disk_mb),
         )
         .map_err(|e| internal("create root disk", &e))
+        .and_then(|()| {
+            if snapshot.is_some() || memory_sharing == MemorySharing::Shared {
+                return Ok(());
+            }
+            create_blank_file(&memory_file, u64::from(plan.request.memory_mb))
+                .map_err(|e| internal("create blank memory file", &e))
+        })
         .and_then(|()| {
             plan.pins.iter().try_for_each(|file| {
                 crate::pins::pin(
@@ -319,14 +336,8 @@ impl SandboxActor {
                 mac: GUEST_MAC.into(),
             },
             run_dir: self.dir.clone(),
-            memory_file: match snapshot {
-                None => self.dir.join(MEMORY_FILE),
-                Some(snapshot) => snapshot.memory_path.clone(),
-            },
-            memory_sharing: match snapshot {
-                None => MemorySharing::Shared,
-                Some(_) => MemorySharing::Private,
-            },
+            memory_file,
+            memory_sharing,
             accelerator: self.ctx.accelerator,
         };
         self.slot = Some(slot);
@@ -334,7 +345,6 @@ impl SandboxActor {
         let vm = match snapshot {
             None => self.ctx.vmm.start(&spec).await,
             Some(snapshot) => {
-                // A template's RAM is its memory file, mapped copy-on-write by each clone.
                 let saved = SavedState {
                     file: &snapshot.device_state_path,
                     ram: SavedRam::InMemoryFile,
@@ -529,6 +539,12 @@ pub(crate) fn create_root_disk(
     }
 }
 
+/// A file of `memory_mb` MiB that is all holes: the RAM a cold boot maps copy-on-write when
+/// its VMM boots that way ([`crate::vmm::Vmm::boot_memory`]).
+fn create_blank_file(path: &Path, memory_mb: u64) -> std::io::Result<()> {
+    std::fs::File::create(path)?.set_len(memory_mb << 20)
+}
+
 /// The marker in a VMM's command line: start-up reclaim kills processes carrying its
 /// instance's prefix.
 pub(crate) fn vmm_name(instance: &str, sandbox_id: &str) -> String {
@@ -539,11 +555,12 @@ pub(crate) fn vmm_name_prefix(instance: &str) -> String {
     format!("wrenn.{instance}.")
 }
 
-/// The guest kernel command line: envd as PID 1, static guest networking.
+/// The guest kernel command line: envd as PID 1, and the guest's address, which envd
+/// configures (`wrenn.ip`, `wrenn.gw`; the kernel's own `ip=` sleeps at boot).
 pub(crate) fn kernel_args(aslr: bool) -> String {
     format!(
         "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init={GUEST_INIT_PATH} \
-         ip={GUEST_IP}::{GATEWAY_IP}:255.255.255.0:sandbox:eth0:off{}",
+         wrenn.ip={GUEST_IP}/24 wrenn.gw={GATEWAY_IP}{}",
         if aslr { "" } else { " norandmaps" }
     )
 }

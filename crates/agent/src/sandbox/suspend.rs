@@ -18,6 +18,9 @@ use crate::vmm::{ram_beside_state, AfterRestore, MemorySharing, SavedRam, SavedS
 pub const STATE_FILE: &str = "vmstate";
 /// Guest RAM of a sandbox booted from a base template (`share=on`), inside its directory.
 pub const MEMORY_FILE: &str = "memory";
+/// The blank file a cold-booted sandbox's RAM maps copy-on-write until its first pause
+/// writes the RAM into [`MEMORY_FILE`] ([`crate::vmm::Vmm::boot_memory`]).
+pub const BLANK_MEMORY_FILE: &str = "memory.blank";
 /// A clone's device state while its RAM moves into a memory file of its own.
 const OWN_MEMORY_STATE_FILE: &str = "vmstate.own-memory";
 
@@ -47,10 +50,11 @@ impl SandboxActor {
         let saved = match vm.save_and_exit(&state_file, &own_memory_file).await {
             Ok(ram) => {
                 if ram == SavedRam::InOwnMemoryFile {
-                    // A clone no longer rests on its template's memory: from now on it
-                    // pauses and resumes like a sandbox booted from a base image.
+                    // A clone no longer rests on its template's memory, nor a cold boot on
+                    // its blank file: from now on it pauses with device state alone.
                     let spec = self.spec.as_ref().expect("a running sandbox has a VM spec");
                     self.spec = Some(self.own_memory_spec(spec));
+                    let _ = std::fs::remove_file(self.dir.join(BLANK_MEMORY_FILE));
                 }
                 let own_memory = self.spec.as_ref().map(|spec| spec.memory_sharing)
                     == Some(MemorySharing::Shared);

@@ -131,6 +131,10 @@ pub trait Vmm: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// The root disk this VMM takes.
     fn root_disk(&self) -> RootDisk;
+    /// How a VM booted by [`Vmm::start`] maps its memory file. `Private` means the file is a
+    /// blank one (all holes) mapped copy-on-write, so a running guest's RAM is anonymous memory
+    /// and a pause writes it out; `Shared` means guest RAM is the sandbox's memory file itself.
+    fn boot_memory(&self) -> MemorySharing;
     /// Starts a VMM process and returns once it accepts control commands.
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
     /// Starts a VMM with the same devices as `spec`, loads the state saved by

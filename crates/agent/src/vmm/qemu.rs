@@ -27,6 +27,7 @@ pub struct QemuVmm {
     binary: PathBuf,
     qmp_timeout: Duration,
     tcg_cache_mb: u32,
+    tcg_boot_cache_mb: u32,
 }
 
 impl QemuVmm {
@@ -37,7 +38,16 @@ impl QemuVmm {
             binary: binary.into(),
             qmp_timeout: Duration::from_secs(10),
             tcg_cache_mb,
+            tcg_boot_cache_mb: tcg_cache_mb,
         }
+    }
+
+    /// The cache for a VM that boots its kernel instead of restoring. A boot to a listening
+    /// envd translates ~29 MiB of code (measured); a smaller cache is flushed mid-boot and the
+    /// boot translates again. A restored VM translates only what runs after the restore.
+    pub fn with_boot_cache_mb(mut self, mb: u32) -> Self {
+        self.tcg_boot_cache_mb = mb;
+        self
     }
 }
 
@@ -127,6 +137,16 @@ impl Vmm for QemuVmm {
 
     fn root_disk(&self) -> crate::disk::RootDisk {
         crate::disk::RootDisk::Qcow2Overlay
+    }
+
+    /// A guest's first touch of a page of a shared mapping of a disk file costs a filesystem
+    /// page fault (block reservation, dirty tracking), and its dirty pages are written back to
+    /// disk all the time it runs: ~90 ms of a 256 MiB boot under TCG, measured against
+    /// anonymous RAM. A private mapping of a blank file costs ~10 ms, keeps a running guest off
+    /// the disk, and makes the first pause write what the guest touched (`private_ram`), like
+    /// a clone's.
+    fn boot_memory(&self) -> MemorySharing {
+        MemorySharing::Private
     }
 
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError> {
@@ -254,6 +274,13 @@ async fn wait_for_migration(
 }
 
 impl QemuVmm {
+    fn tcg_cache_mb_for(&self, mode: &BootMode) -> u32 {
+        match mode {
+            BootMode::Fresh => self.tcg_boot_cache_mb,
+            BootMode::Incoming { .. } => self.tcg_cache_mb,
+        }
+    }
+
     async fn spawn(&self, spec: &VmSpec, mode: BootMode) -> Result<QemuInstance, VmmError> {
         let netns = process::prepare(spec, QMP_SOCKET)?;
         let log = process::create_log(spec, VMM_LOG)?;
@@ -263,7 +290,7 @@ impl QemuVmm {
         })?;
 
         let mut command = Command::new(&self.binary);
-        command.args(qemu_args(spec, self.tcg_cache_mb));
+        command.args(qemu_args(spec, self.tcg_cache_mb_for(&mode)));
         let incoming_state = match mode {
             BootMode::Fresh => None,
             BootMode::Incoming {
@@ -458,6 +485,21 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn a_boot_gets_the_boot_translation_cache_and_a_restore_the_usual_one() {
+        let vmm = QemuVmm::new("qemu-system-x86_64", 24).with_boot_cache_mb(48);
+        assert_eq!(vmm.tcg_cache_mb_for(&BootMode::Fresh), 48);
+        let state = File::open("/dev/null").unwrap();
+        let incoming = BootMode::Incoming {
+            state,
+            configuration_section: true,
+        };
+        assert_eq!(vmm.tcg_cache_mb_for(&incoming), 24);
+        // Unless told otherwise, both are the same.
+        let plain = QemuVmm::new("qemu-system-x86_64", 24);
+        assert_eq!(plain.tcg_cache_mb_for(&BootMode::Fresh), 24);
     }
 
     #[test]

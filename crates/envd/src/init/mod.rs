@@ -1,11 +1,12 @@
 //! Duties of envd as the guest's PID 1: mounting the API filesystems, naming the host,
+//! configuring the network interfaces,
 //! growing the root filesystem, and powering the VM off.
 //!
 //! Run as an ordinary process (tests, development) envd skips all of that and only becomes a
 //! child subreaper so orphans of the processes it starts still come back to its reaper.
 
-mod loopback;
 mod mounts;
+mod network;
 pub mod power;
 mod resize;
 
@@ -42,8 +43,8 @@ pub fn prepare(mode: RunMode) {
             if let Err(error) = nix::unistd::sethostname(BOOT_HOSTNAME) {
                 tracing::warn!(%error, "set boot hostname");
             }
-            if let Err(error) = loopback::bring_up() {
-                tracing::warn!(error = %crate::report::error_chain(&error), "bring up loopback interface");
+            if let Err(error) = network::configure() {
+                tracing::warn!(error = %crate::report::error_chain(&error), "configure network interfaces");
             }
         }
         RunMode::Hosted => {

@@ -100,6 +100,12 @@ impl Vmm for FirecrackerVmm {
         RootDisk::Raw
     }
 
+    /// Firecracker boots with anonymous RAM whatever the spec says, and its pause writes RAM
+    /// into the sandbox's memory file.
+    fn boot_memory(&self) -> MemorySharing {
+        MemorySharing::Shared
+    }
+
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError> {
         let root_disk = relative_root_disk(spec)?;
         let mut instance = self.spawn(spec).await?;
