@@ -3,14 +3,30 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use envd::cli::Cli;
+use envd::cli::{Cli, Invocation};
 use envd::init::RunMode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
     let mode = RunMode::detect();
+    let args = std::env::args_os().skip(1);
+    let cli = match Cli::parse_args(args.map(|arg| arg.to_string_lossy().into_owned())) {
+        Invocation::Run(cli) => cli,
+        Invocation::Print(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        // The kernel hands init the command-line words it does not know; PID 1 exiting over
+        // one would panic the guest.
+        Invocation::Error(message) if mode == RunMode::Init => {
+            eprintln!("envd: ignoring the arguments: {message}");
+            Cli::default()
+        }
+        Invocation::Error(message) => {
+            eprintln!("envd: {message}\n\n{}", Cli::usage());
+            return ExitCode::from(2);
+        }
+    };
     // As PID 1 stderr is the serial console, which the host keeps as a plain log file.
     let colors = mode == RunMode::Hosted && std::io::stderr().is_terminal();
     let logs = tracing_subscriber::fmt()

@@ -55,13 +55,21 @@ pub fn prepare(mode: RunMode) {
     }
 }
 
-/// Grows the root filesystem in the background (PID 1 only); it does not delay serving.
+/// Grows the root filesystem in the background when its device is bigger (PID 1 only); it
+/// does not delay serving. The check is inline: on the usual boot there is nothing to grow,
+/// and a blocking thread started for nothing was measurable there under TCG.
 pub fn grow_root_filesystem(mode: RunMode) {
-    if mode == RunMode::Init {
-        tokio::task::spawn_blocking(|| {
-            if let Err(error) = resize::grow_root() {
-                tracing::warn!(error = %crate::report::error_chain(&error), "grow root filesystem");
-            }
-        });
+    if mode != RunMode::Init {
+        return;
+    }
+    let warn = |error: resize::ResizeError| {
+        tracing::warn!(error = %crate::report::error_chain(&error), "grow root filesystem");
+    };
+    match resize::growth_due() {
+        Ok(None) => {}
+        Ok(Some(growth)) => {
+            tokio::task::spawn_blocking(move || resize::grow_root(growth).map_err(warn));
+        }
+        Err(error) => warn(error),
     }
 }

@@ -47,10 +47,19 @@ struct Geometry {
     block_size: u64,
 }
 
-pub fn grow_root() -> Result<(), ResizeError> {
+/// A growth of the root filesystem that is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Growth {
+    from: Geometry,
+    to_blocks: u64,
+}
+
+/// Whether the root filesystem is smaller than its device. Cheap (a sysfs file and the
+/// superblock, which the mount left cached), unlike the resize itself.
+pub fn growth_due() -> Result<Option<Growth>, ResizeError> {
     if !Path::new(ROOT_DEVICE_SECTORS).exists() {
         tracing::debug!("no {ROOT_DEVICE}; not resizing");
-        return Ok(());
+        return Ok(None);
     }
     let text = std::fs::read_to_string(ROOT_DEVICE_SECTORS).map_err(ResizeError::DeviceSize)?;
     let sectors: u64 = text
@@ -67,9 +76,17 @@ pub fn grow_root() -> Result<(), ResizeError> {
     let target = device_bytes / geometry.block_size;
     if target <= geometry.blocks {
         tracing::debug!(blocks = geometry.blocks, "root filesystem fills its device");
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(Growth {
+        from: geometry,
+        to_blocks: target,
+    }))
+}
 
+/// Grows the mounted root filesystem (online resize).
+pub fn grow_root(growth: Growth) -> Result<(), ResizeError> {
+    let (geometry, target) = (growth.from, growth.to_blocks);
     let root = File::open("/").map_err(ResizeError::OpenRoot)?;
     // SAFETY: the ioctl reads one u64 from a pointer valid for the call, on an fd of the
     // filesystem to resize.
