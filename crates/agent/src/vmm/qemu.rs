@@ -105,7 +105,10 @@ pub fn qemu_args(spec: &VmSpec, tcg_cache_mb: u32) -> Vec<OsString> {
             spec.root_disk.display()
         ),
         "-device",
-        "virtio-blk-device,drive=root",
+        // An optimal I/O size of 1 MiB makes the guest read ahead 2 MiB instead of 128 KiB:
+        // loading envd at boot took ~8 ms less under TCG (fewer, larger requests); 4 MiB was
+        // slower. Restores keep the value their saved device state holds.
+        "virtio-blk-device,drive=root,opt_io_size=1048576",
     ]);
     push(&[
         "-netdev",
@@ -512,6 +515,7 @@ mod tests {
             "mem-path=/s/memory,share=on",
             "-append console=ttyS0 root=/dev/vda reboot=t",
             "file=/s/disk.qcow2,format=qcow2",
+            "virtio-blk-device,drive=root,opt_io_size=1048576",
             "ifname=tap0,script=no",
             "mac=02:00:ac:10:00:02",
             "-qmp unix:/s/qmp.sock,server=on,wait=off",
