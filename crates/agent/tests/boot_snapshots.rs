@@ -370,3 +370,80 @@ async fn a_sandbox_destroyed_while_it_starts_is_not_started_again() {
     );
     host.stop().await;
 }
+
+/// A small ext4 filesystem on a loop device, mounted for the life of the value: a disk that
+/// really fills up. (Not a tmpfs: reading a hole of a tmpfs file allocates a page.)
+struct SmallDisk {
+    _image: tempfile::TempDir,
+    mount: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size_mb: u32) -> Self {
+        let image = tempfile::tempdir().unwrap();
+        let file = image.path().join("disk.ext4");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(u64::from(size_mb) << 20)
+            .unwrap();
+        let run = |command: &mut std::process::Command| {
+            let status = command.status().unwrap();
+            assert!(status.success(), "{command:?}");
+        };
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&file));
+        let mount = tempfile::tempdir().unwrap();
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(mount.path()));
+        Self {
+            _image: image,
+            mount,
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.mount.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.mount.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_lost_while_making_the_boot_snapshot_boots_cold_again() {
+    // Sandboxes live on a 32 MiB disk: enough to boot (guest RAM is a sparse file mapped
+    // copy-on-write until the first pause), too small for the ~50 MB of RAM that freezing
+    // the freshly booted sandbox writes, so that pause fails and the sandbox is lost.
+    let disk = SmallDisk::mount(32);
+    let state_dir = disk.path().to_owned();
+    let mut host = TestHost::start_with(|config| config.state_dir = state_dir).await;
+    let memory_mb = 700 + host.lease.0.index;
+    forget_boot_snapshots_of(memory_mb);
+
+    let sandbox = host.create_with(request_of(memory_mb)).await;
+    assert_eq!(start_of(&sandbox), pb::StartMethod::ColdBoot);
+    assert_eq!(host.sh(&sandbox.sandbox_id, "echo ok").await, "ok\n");
+    assert!(
+        boot_snapshots_of(memory_mb).is_empty(),
+        "a boot snapshot was made on a full disk"
+    );
+    // One sandbox directory: the lost one was removed.
+    let dirs: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .filter(|name| name != "lost+found")
+        .collect();
+    assert_eq!(dirs, [std::ffi::OsString::from(&sandbox.sandbox_id)]);
+    host.destroy(&sandbox.sandbox_id).await;
+    host.stop().await;
+    forget_boot_snapshots_of(memory_mb);
+}

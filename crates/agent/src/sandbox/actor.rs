@@ -126,6 +126,7 @@ impl SandboxActor {
             booted = self
                 .make_boot_snapshot(claim, &plan.request.env)
                 .await
+                .inspect_err(|_| claim.mark_lost_sandbox())
                 .map(|()| {
                     self.envd
                         .read()

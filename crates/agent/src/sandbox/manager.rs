@@ -2,6 +2,7 @@
 //! each sandbox to its owner task; it never waits on a busy VM.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -270,33 +271,38 @@ impl SandboxManager {
 
     /// Starts a sandbox and returns once envd answers (or the start fails). A sandbox of a base
     /// image starts from the image's boot snapshot when there is one; if that fails, the
-    /// snapshot is discarded and the sandbox boots cold.
+    /// snapshot is discarded and the sandbox boots cold. If the sandbox booted to make the
+    /// snapshot is lost while making it (a pause that fails, say on a full disk), the sandbox
+    /// boots cold again without making one.
     pub async fn create(&self, request: CreateSandbox) -> Result<SandboxInfo, ApiError> {
-        let mut boot_snapshot = None;
-        match self
-            .start_sandbox(request.clone(), true, &mut boot_snapshot)
-            .await
-        {
-            Err(error @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => {
-                let Some(name) = boot_snapshot else {
-                    return Err(error);
-                };
-                tracing::warn!(template = name, error = %error, "starting from a boot snapshot failed; it is discarded and the sandbox boots cold");
-                if let Err(e) = self.delete_boot_snapshot(&name) {
-                    tracing::warn!(template = name, error = %e, "discard boot snapshot");
+        let mut role = BootSnapshotRole::None;
+        match self.start_sandbox(request.clone(), true, &mut role).await {
+            Err(error @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => match role {
+                BootSnapshotRole::StartedFrom(name) => {
+                    tracing::warn!(template = name, error = %error, "starting from a boot snapshot failed; it is discarded and the sandbox boots cold");
+                    if let Err(e) = self.delete_boot_snapshot(&name) {
+                        tracing::warn!(template = name, error = %e, "discard boot snapshot");
+                    }
+                    self.start_sandbox(request, false, &mut BootSnapshotRole::None)
+                        .await
                 }
-                self.start_sandbox(request, false, &mut None).await
-            }
+                BootSnapshotRole::Making(lost) if lost.load(Ordering::Relaxed) => {
+                    tracing::warn!(error = %error, "making the boot snapshot lost the sandbox; it boots cold again without making one");
+                    self.start_sandbox(request, false, &mut BootSnapshotRole::None)
+                        .await
+                }
+                _ => Err(error),
+            },
             other => other,
         }
     }
 
-    /// Starts one sandbox; `boot_snapshot_used` names the boot snapshot it started from.
+    /// Starts one sandbox; `role` tells how its shape's boot snapshot took part.
     async fn start_sandbox(
         &self,
         mut request: CreateSandbox,
         use_boot_snapshot: bool,
-        boot_snapshot_used: &mut Option<String>,
+        role: &mut BootSnapshotRole,
     ) -> Result<SandboxInfo, ApiError> {
         if let Ok(Some(template)) = self.images.read_manifest(&request.template) {
             if let Some(snapshot) = template.snapshot {
@@ -371,9 +377,14 @@ impl SandboxManager {
                     template = frozen;
                     disk_template = name.clone();
                     start = StartMethod::BootSnapshot;
-                    *boot_snapshot_used = Some(name);
+                    *role = BootSnapshotRole::StartedFrom(name);
                 }
-                _ => boot_snapshot = self.ctx.boot_builds.claim(&name, shape.key()),
+                _ => {
+                    boot_snapshot = self.ctx.boot_builds.claim(&name, shape.key());
+                    if let Some(claim) = &boot_snapshot {
+                        *role = BootSnapshotRole::Making(claim.lost_flag());
+                    }
+                }
             }
         }
 
@@ -753,6 +764,16 @@ fn fit_to_snapshot(
         }
     }
     Ok(())
+}
+
+/// How a start took part in its shape's boot snapshot.
+#[derive(Debug)]
+enum BootSnapshotRole {
+    None,
+    /// The sandbox was restored from this boot snapshot.
+    StartedFrom(String),
+    /// The sandbox booted cold to make the snapshot; the flag is set if that lost it.
+    Making(Arc<AtomicBool>),
 }
 
 fn allocated_memory_mb(sandboxes: &HashMap<SandboxId, SandboxHandle>) -> u64 {

@@ -12,6 +12,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -138,6 +139,20 @@ pub struct BuildClaim {
     pub template: String,
     pub key: String,
     in_progress: Arc<Mutex<HashSet<String>>>,
+    /// Set when making the snapshot lost the sandbox that was booted to make it.
+    lost_sandbox: Arc<AtomicBool>,
+}
+
+impl BuildClaim {
+    /// Records that making the snapshot lost its sandbox (seen through [`Self::lost_flag`]).
+    pub fn mark_lost_sandbox(&self) {
+        self.lost_sandbox.store(true, Ordering::Relaxed);
+    }
+
+    /// A flag that outlives the claim and tells whether making the snapshot lost the sandbox.
+    pub fn lost_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.lost_sandbox)
+    }
 }
 
 impl Builds {
@@ -147,6 +162,7 @@ impl Builds {
             template: template.to_owned(),
             key,
             in_progress: self.in_progress.clone(),
+            lost_sandbox: Arc::default(),
         })
     }
 }
