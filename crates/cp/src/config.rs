@@ -25,6 +25,8 @@ pub struct CpConfig {
     pub github: Option<GithubOAuth>,
     /// Whether `POST /v1/auth/signup` is open to anyone (the first user may always sign up).
     pub open_signup: bool,
+    /// How often WebSockets are pinged; a peer silent for three intervals counts as gone.
+    pub ws_ping_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +76,7 @@ impl CpConfig {
             agent_timeout: Duration::from_secs(180),
             github: None,
             open_signup: true,
+            ws_ping_interval: Duration::from_secs(20),
         }
     }
 }

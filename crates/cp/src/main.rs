@@ -49,6 +49,10 @@ struct Args {
     /// Largest file upload, in MiB.
     #[arg(long, env = "WRENN_UPLOAD_LIMIT_MIB", default_value_t = 1024)]
     upload_limit_mib: u64,
+    /// Seconds between pings on WebSockets (exec streams, terminals, watches); a client silent
+    /// for three intervals counts as gone.
+    #[arg(long, env = "WRENN_WS_PING_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    ws_ping_secs: u64,
     /// Refuse sign-ups after the first user.
     #[arg(long, env = "WRENN_CLOSED_SIGNUP")]
     closed_signup: bool,
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     config.json_body_limit = args.json_limit_kib * 1024;
     config.upload_limit = args.upload_limit_mib << 20;
     config.open_signup = !args.closed_signup;
+    config.ws_ping_interval = Duration::from_secs(args.ws_ping_secs);
     if let (Some(id), Some(secret)) = (&args.github_client_id, &args.github_client_secret) {
         config.github = Some(GithubOAuth::github(id.clone(), secret.clone()));
     }

@@ -173,7 +173,10 @@ async fn wait_running(cp: &TestCp, auth: &Auth, id: &str, tag: &str, running: bo
 
 /// A control plane with an agent, a signed-up user, their raw API key, and a sandbox of theirs.
 async fn with_sandbox() -> (TestCp, common::Person, String, String) {
-    let cp = TestCp::start_with_agent().await;
+    with_sandbox_on(TestCp::start_with_agent().await).await
+}
+
+async fn with_sandbox_on(cp: TestCp) -> (TestCp, common::Person, String, String) {
     let ann = cp.signup("ann@example.com").await;
     let raw_key = cp.api_key(&ann).await;
     let (status, sandbox) = cp
@@ -612,4 +615,48 @@ async fn the_exit_frame_survives_input_racing_the_exit() {
             .unwrap_or_else(|| panic!("round {round}: no exit frame in {frames:?}"));
         assert_eq!(exit["exit_code"], 7, "round {round}: {exit}");
     }
+}
+
+/// An idle stream is pinged (so proxies keep it open) and the client's automatic pongs keep it
+/// alive; a client that stops answering, as one that vanished without closing, counts as gone
+/// after three intervals, and its foreground process is killed.
+#[tokio::test]
+async fn idle_streams_are_pinged_and_a_silent_client_counts_as_gone() {
+    let cp = TestCp::start_with_agent_config(|config| {
+        config.ws_ping_interval = Duration::from_millis(300);
+    })
+    .await;
+    let (cp, _ann, raw_key, id) = with_sandbox_on(cp).await;
+    let key = Auth::Key(raw_key.clone());
+    let exec_stream = format!("/v1/sandboxes/{id}/exec/stream");
+
+    // Silent for 2 s, then one line: pings arrive meanwhile and the stream lives on.
+    let mut ws = Ws::open(&cp, &exec_stream, &raw_key).await;
+    ws.send(json!({"cmd": "sh", "args": ["-c", "sleep 2; echo done"]}))
+        .await;
+    let (mut pings, mut frames) = (0, Vec::new());
+    loop {
+        let message = tokio::time::timeout(FRAME_TIMEOUT, ws.0.next())
+            .await
+            .expect("a frame within the timeout");
+        match message {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+            _ => break,
+        }
+    }
+    let (stdout, _, exit) = outputs(&frames);
+    assert_eq!(stdout, "done\n");
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    assert!(pings >= 3, "{pings} pings in 2 s at a 300 ms interval");
+
+    // A client that stops reading answers no ping.
+    let mut ws = Ws::open(&cp, &exec_stream, &raw_key).await;
+    ws.send(json!({"cmd": "sleep", "args": ["600"], "tag": "silent-client"}))
+        .await;
+    assert_eq!(ws.next().await.unwrap()["type"], "started");
+    wait_running(&cp, &key, &id, "silent-client", true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_running(&cp, &key, &id, "silent-client", false).await;
+    drop(ws);
 }

@@ -8,6 +8,7 @@ mod docs;
 pub mod extract;
 mod files;
 mod health;
+mod keepalive;
 mod metrics;
 mod oauth;
 mod processes;

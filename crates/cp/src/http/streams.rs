@@ -1,6 +1,7 @@
 //! The sandbox WebSockets: exec streams, terminals, re-attaching to processes and file
 //! watches. Every frame is JSON text. Authentication, the sandbox check and parameter checks
-//! happen before the upgrade, so those failures are ordinary JSON HTTP errors.
+//! happen before the upgrade, so those failures are ordinary JSON HTTP errors. The server
+//! pings every socket (`keepalive.rs`).
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::app::process::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiPath, QueryPairs};
+use crate::http::keepalive::{Beat, Heard, Keepalive};
 use crate::state::AppState;
 
 /// Largest frame a client may send (stdin chunks included).
@@ -160,8 +162,10 @@ async fn input_read(
     mut frames: SplitStream<WebSocket>,
     control: ProcessControl,
     notices: mpsc::Sender<Notice>,
+    heard: Heard,
 ) {
     while let Some(Ok(frame)) = frames.next().await {
+        heard.now();
         let applied = match frame {
             Message::Text(text) => match serde_json::from_str::<StreamInput>(&text) {
                 Ok(input) => input_apply(&control, input).await,
@@ -201,13 +205,19 @@ enum Ending {
 
 /// Forwards a process's events to the socket and the client's frames to the process until the
 /// process exits, the stream fails or the client leaves.
-async fn pump(socket: WebSocket, mut process: ProcessStream, on_disconnect: OnDisconnect) {
+async fn pump(
+    socket: WebSocket,
+    mut process: ProcessStream,
+    on_disconnect: OnDisconnect,
+    mut keepalive: Keepalive,
+) {
     let (mut sink, frames) = socket.split();
     let (notify, mut notices) = mpsc::channel(16);
     let mut reader = AbortOnDrop(tokio::spawn(input_read(
         frames,
         process.control.clone(),
         notify,
+        keepalive.heard(),
     )));
     let started = StreamOutput::Started {
         pid: process.pid,
@@ -247,6 +257,14 @@ async fn pump(socket: WebSocket, mut process: ProcessStream, on_disconnect: OnDi
                         }
                     }
                     Some(Notice::Gone) | None => break Ending::ClientGone,
+                },
+                beat = keepalive.tick() => match beat {
+                    Beat::Ping => {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            break Ending::ClientGone;
+                        }
+                    }
+                    Beat::Silent => break Ending::ClientGone,
                 },
             }
         }
@@ -330,9 +348,13 @@ async fn exec_session(
         Err(error) => Err(error),
     };
     match started {
-        Ok(process) => pump(socket, process, on_disconnect).await,
+        Ok(process) => pump(socket, process, on_disconnect, keepalive(&state)).await,
         Err(error) => fail(&mut socket, error).await,
     }
+}
+
+fn keepalive(state: &AppState) -> Keepalive {
+    Keepalive::new(state.config.ws_ping_interval)
 }
 
 /// Runs a command with its output streamed (WebSocket).
@@ -354,7 +376,8 @@ async fn exec_session(
 /// `{"type":"error","code":…,"message":…}` frame, then close. Closing the socket stops the
 /// forwarding; a foreground process is then killed (SIGKILL to its group), a `background` one
 /// keeps running and can be re-attached at `/processes/{selector}/stream`. Client frames may
-/// be up to 1 MiB.
+/// be up to 1 MiB. The server pings every 20 s (`--ws-ping-secs`), which WebSocket clients
+/// answer by themselves; a client silent for three intervals counts as gone.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/exec/stream", tag = "exec",
     params(("id" = String, Path, description = "Sandbox id (`sb-…`)")),
     security(("api_key" = []), ("bearer" = [])),
@@ -427,7 +450,7 @@ async fn sandbox_pty(
     let target = process::stream_target(&state, &caller, &id, "open a terminal in").await?;
     Ok(ws.on_upgrade(move |mut socket| async move {
         match process::process_start(&state, &caller, &target, spec).await {
-            Ok(process) => pump(socket, process, OnDisconnect::Kill).await,
+            Ok(process) => pump(socket, process, OnDisconnect::Kill, keepalive(&state)).await,
             Err(error) => fail(&mut socket, error).await,
         }
     }))
@@ -459,7 +482,8 @@ async fn process_stream(
     let ws = upgrade(ws)?;
     let selector = Selector::parse(&selector)?;
     let process = process::process_attach(&state, &caller, &id, &selector).await?;
-    Ok(ws.on_upgrade(move |socket| pump(socket, process, OnDisconnect::Leave)))
+    let keepalive = keepalive(&state);
+    Ok(ws.on_upgrade(move |socket| pump(socket, process, OnDisconnect::Leave, keepalive)))
 }
 
 fn flag(query: &QueryPairs, name: &str) -> ApiResult<bool> {
@@ -473,11 +497,12 @@ fn flag(query: &QueryPairs, name: &str) -> ApiResult<bool> {
 }
 
 /// Forwards watch events until the watch ends or the client leaves. Client frames are ignored.
-async fn watch_pump<E>(socket: WebSocket, mut events: E)
+async fn watch_pump<E>(socket: WebSocket, mut events: E, mut keepalive: Keepalive)
 where
     E: Stream<Item = ApiResult<FileEvent>> + Unpin,
 {
     let (mut sink, mut frames) = socket.split();
+    let heard = keepalive.heard();
     loop {
         tokio::select! {
             event = events.next() => match event {
@@ -491,7 +516,15 @@ where
             },
             frame = frames.next() => match frame {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard.now(),
+            },
+            beat = keepalive.tick() => match beat {
+                Beat::Ping => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+                Beat::Silent => return,
             },
         }
     }
@@ -524,5 +557,6 @@ async fn file_watch(
         .ok_or_else(|| ApiError::BadRequest("path: query parameter required".into()))?;
     let recursive = flag(&query, "recursive")?;
     let events = files::file_watch(&state, &caller, &id, path, recursive).await?;
-    Ok(ws.on_upgrade(move |socket| watch_pump(socket, events)))
+    let keepalive = keepalive(&state);
+    Ok(ws.on_upgrade(move |socket| watch_pump(socket, events, keepalive)))
 }
