@@ -27,6 +27,9 @@ pub struct CpConfig {
     pub open_signup: bool,
     /// How often WebSockets are pinged; a peer silent for three intervals counts as gone.
     pub ws_ping_interval: Duration,
+    /// Most OAuth logins started and not finished (each expires after ten minutes); more
+    /// starts get 429.
+    pub oauth_pending_limit: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +80,7 @@ impl CpConfig {
             github: None,
             open_signup: true,
             ws_ping_interval: Duration::from_secs(20),
+            oauth_pending_limit: 10_000,
         }
     }
 }

@@ -758,3 +758,39 @@ async fn browser_logins_go_back_to_the_page_with_the_token() {
     assert_eq!(states_before, states_after, "refused logins store nothing");
     cp.shutdown().await;
 }
+
+#[tokio::test]
+async fn too_many_unfinished_logins_get_429() {
+    let github = StandInGithub::start().await;
+    let config = github.config();
+    let cp = TestCp::start_with_config(move |c| {
+        c.github = Some(config);
+        c.public_url = PUBLIC_URL.into();
+        c.oauth_pending_limit = 3;
+    })
+    .await;
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        started.push(start_login(&cp.base, "").await);
+    }
+    let response = no_redirects()
+        .get(cp.url("/v1/auth/oauth/github"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read_json(response, "a fourth start").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_requests", "{body}");
+
+    // Finishing a login makes room for another.
+    let code = github.approve(&octocat());
+    let response = callback(
+        &cp.base,
+        &format!("code={code}&state={}", started[0].state),
+        Some(&started[0].cookie),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    start_login(&cp.base, "").await;
+    cp.shutdown().await;
+}

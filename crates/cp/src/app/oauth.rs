@@ -96,6 +96,14 @@ pub async fn github_start(state: &AppState, redirect: Option<&str>) -> ApiResult
     if let Some(redirect) = redirect {
         redirect_check(redirect)?;
     }
+    // Starting a login needs no account and stores a row for ten minutes: a cap keeps a
+    // flood of starts from growing the table without bound.
+    let pending = db::oauth::oauth_states_pending(&state.pool).await?;
+    if pending >= i64::from(state.config.oauth_pending_limit) {
+        return Err(ApiError::TooManyRequests(
+            "too many logins are in progress; try again in a few minutes".into(),
+        ));
+    }
     let value = auth::random_string(STATE_LEN);
     db::oauth::oauth_state_create(&state.pool, &value, redirect, STATE_TTL).await?;
     Ok(LoginStart {

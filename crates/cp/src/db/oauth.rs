@@ -35,6 +35,13 @@ pub async fn oauth_state_create(
 
 /// Removes and returns an unexpired state. One statement, so of two callbacks racing with the
 /// same state exactly one gets it.
+/// Logins started and not yet finished nor expired.
+pub async fn oauth_states_pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM oauth_states WHERE expires_at > now()")
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn oauth_state_take(
     pool: &PgPool,
     state: &str,

@@ -74,7 +74,8 @@ fn header_value(text: &str) -> ApiResult<HeaderValue> {
     responses((status = 302, description = "To GitHub's authorization page",
             headers(("Location" = String), ("Set-Cookie" = String, description = "Binds the login to this browser"))),
         (status = 404, body = ErrorBody, description = "GitHub login is not enabled"),
-        (status = 422, body = ErrorBody, description = "`redirect` is not a path on this site")))]
+        (status = 422, body = ErrorBody, description = "`redirect` is not a path on this site"),
+        (status = 429, body = ErrorBody, description = "Too many logins are in progress")))]
 async fn github_start(State(state): State<AppState>, query: QueryPairs) -> ApiResult<Response> {
     query.only(&["redirect"])?;
     let started = oauth::github_start(&state, query.one("redirect")).await?;
