@@ -1,6 +1,5 @@
 //! Duties of envd as the guest's PID 1: mounting the API filesystems, naming the host,
-//! configuring the network interfaces,
-//! growing the root filesystem, and powering the VM off.
+//! configuring the network interfaces, growing the root filesystem, and powering the VM off.
 //!
 //! Run as an ordinary process (tests, development) envd skips all of that and only becomes a
 //! child subreaper so orphans of the processes it starts still come back to its reaper.
@@ -57,7 +56,7 @@ pub fn prepare(mode: RunMode) {
 
 /// Grows the root filesystem in the background when its device is bigger (PID 1 only); it
 /// does not delay serving. The check is inline: on the usual boot there is nothing to grow,
-/// and a blocking thread started for nothing was measurable there under TCG.
+/// and starting a thread is first-time work at boot under TCG, better not done for nothing.
 pub fn grow_root_filesystem(mode: RunMode) {
     if mode != RunMode::Init {
         return;
