@@ -270,15 +270,17 @@ impl SandboxActor {
         let snapshot = plan.template.snapshot.as_ref();
         let root_disk = self.ctx.vmm.root_disk();
         let disk_path = self.dir.join(root_disk.file_name());
-        let (memory_file, memory_sharing) = match snapshot {
-            // A template's RAM is its memory file, mapped copy-on-write by each clone.
-            Some(snapshot) => (snapshot.memory_path.clone(), MemorySharing::Private),
-            None => match self.ctx.vmm.boot_memory() {
-                MemorySharing::Shared => (self.dir.join(MEMORY_FILE), MemorySharing::Shared),
-                MemorySharing::Private => {
-                    (self.dir.join(BLANK_MEMORY_FILE), MemorySharing::Private)
-                }
-            },
+        // A template's RAM is its memory file, mapped copy-on-write by each clone; a cold boot
+        // maps its own file, or a blank one copy-on-write, as the VMM boots.
+        let memory_sharing = match snapshot {
+            Some(_) => MemorySharing::Private,
+            None => self.ctx.vmm.boot_memory(),
+        };
+        let blank_memory = snapshot.is_none() && memory_sharing == MemorySharing::Private;
+        let memory_file = match snapshot {
+            Some(snapshot) => snapshot.memory_path.clone(),
+            None if blank_memory => self.dir.join(BLANK_MEMORY_FILE),
+            None => self.dir.join(MEMORY_FILE),
         };
         // Writing an overlay takes well under a millisecond, a raw copy longer unless the
         // filesystem reflinks; a slot not taken from the spares needs its set-up.
@@ -291,7 +293,7 @@ impl SandboxActor {
         )
         .map_err(|e| internal("create root disk", &e))
         .and_then(|()| {
-            if snapshot.is_some() || memory_sharing == MemorySharing::Shared {
+            if !blank_memory {
                 return Ok(());
             }
             create_blank_file(&memory_file, u64::from(plan.request.memory_mb))

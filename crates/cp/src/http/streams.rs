@@ -258,14 +258,11 @@ async fn pump(
                     }
                     Some(Notice::Gone) | None => break Ending::ClientGone,
                 },
-                beat = keepalive.tick() => match beat {
-                    Beat::Ping => {
-                        if sink.send(Message::Ping(Default::default())).await.is_err() {
-                            break Ending::ClientGone;
-                        }
+                beat = keepalive.tick() => {
+                    if !keep_alive(&mut sink, beat).await {
+                        break Ending::ClientGone;
                     }
-                    Beat::Silent => break Ending::ClientGone,
-                },
+                }
             }
         }
     };
@@ -355,6 +352,18 @@ async fn exec_session(
 
 fn keepalive(state: &AppState) -> Keepalive {
     Keepalive::new(state.config.ws_ping_interval)
+}
+
+/// Acts on a keepalive beat: pings, or reports the client gone (`false`), as when a ping
+/// cannot be sent.
+async fn keep_alive<S>(sink: &mut S, beat: Beat) -> bool
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    match beat {
+        Beat::Ping => sink.send(Message::Ping(Default::default())).await.is_ok(),
+        Beat::Silent => false,
+    }
 }
 
 /// Runs a command with its output streamed (WebSocket).
@@ -518,14 +527,11 @@ where
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 Some(Ok(_)) => heard.now(),
             },
-            beat = keepalive.tick() => match beat {
-                Beat::Ping => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return;
-                    }
+            beat = keepalive.tick() => {
+                if !keep_alive(&mut sink, beat).await {
+                    return;
                 }
-                Beat::Silent => return,
-            },
+            }
         }
     }
 }
