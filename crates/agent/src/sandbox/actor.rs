@@ -14,7 +14,7 @@ use super::boot_snapshot::BuildClaim;
 use super::manager::HostContext;
 use super::metrics::{self, MetricsStore, Sampler};
 use super::request::ValidCreate;
-use super::suspend::{PauseCause, BLANK_MEMORY_FILE, MEMORY_FILE};
+use super::suspend::{PauseCause, MEMORY_FILE};
 use super::{SandboxEvent, SandboxInfo, SandboxState};
 use crate::disk::{self, BaseFormat, RootDisk};
 use crate::envd_client::EnvdClient;
@@ -271,16 +271,10 @@ impl SandboxActor {
         let root_disk = self.ctx.vmm.root_disk();
         let disk_path = self.dir.join(root_disk.file_name());
         // A template's RAM is its memory file, mapped copy-on-write by each clone; a cold boot
-        // maps its own file, or a blank one copy-on-write, as the VMM boots.
-        let memory_sharing = match snapshot {
-            Some(_) => MemorySharing::Private,
-            None => self.ctx.vmm.boot_memory(),
-        };
-        let blank_memory = snapshot.is_none() && memory_sharing == MemorySharing::Private;
-        let memory_file = match snapshot {
-            Some(snapshot) => snapshot.memory_path.clone(),
-            None if blank_memory => self.dir.join(BLANK_MEMORY_FILE),
-            None => self.dir.join(MEMORY_FILE),
+        // keeps RAM as its VMM boots: in its own file, or in memory until the first pause.
+        let (memory_sharing, memory_file) = match snapshot {
+            Some(snapshot) => (MemorySharing::Private, snapshot.memory_path.clone()),
+            None => (self.ctx.vmm.boot_memory(), self.dir.join(MEMORY_FILE)),
         };
         // Writing an overlay takes well under a millisecond, a raw copy longer unless the
         // filesystem reflinks; a slot not taken from the spares needs its set-up.
@@ -292,13 +286,6 @@ impl SandboxActor {
             u64::from(plan.disk_mb),
         )
         .map_err(|e| internal("create root disk", &e))
-        .and_then(|()| {
-            if !blank_memory {
-                return Ok(());
-            }
-            create_blank_file(&memory_file, u64::from(plan.request.memory_mb))
-                .map_err(|e| internal("create blank memory file", &e))
-        })
         .and_then(|()| {
             plan.pins.iter().try_for_each(|file| {
                 crate::pins::pin(
@@ -540,12 +527,6 @@ pub(crate) fn create_root_disk(
             Ok(())
         }
     }
-}
-
-/// A file of `memory_mb` MiB that is all holes: the RAM a cold boot maps copy-on-write when
-/// its VMM boots that way ([`crate::vmm::Vmm::boot_memory`]).
-fn create_blank_file(path: &Path, memory_mb: u64) -> std::io::Result<()> {
-    std::fs::File::create(path)?.set_len(memory_mb << 20)
 }
 
 /// The marker in a VMM's command line: start-up reclaim kills processes carrying its

@@ -18,9 +18,6 @@ use crate::vmm::{ram_beside_state, AfterRestore, MemorySharing, SavedRam, SavedS
 pub const STATE_FILE: &str = "vmstate";
 /// Guest RAM of a sandbox booted from a base template (`share=on`), inside its directory.
 pub const MEMORY_FILE: &str = "memory";
-/// The blank file a cold-booted sandbox's RAM maps copy-on-write until its first pause
-/// writes the RAM into [`MEMORY_FILE`] ([`crate::vmm::Vmm::boot_memory`]).
-pub const BLANK_MEMORY_FILE: &str = "memory.blank";
 /// A clone's device state while its RAM moves into a memory file of its own.
 const OWN_MEMORY_STATE_FILE: &str = "vmstate.own-memory";
 
@@ -51,10 +48,9 @@ impl SandboxActor {
             Ok(ram) => {
                 if ram == SavedRam::InOwnMemoryFile {
                     // A clone no longer rests on its template's memory, nor a cold boot on
-                    // its blank file: from now on it pauses with device state alone.
+                    // its VMM's: from now on it pauses with device state alone.
                     let spec = self.spec.as_ref().expect("a running sandbox has a VM spec");
                     self.spec = Some(self.own_memory_spec(spec));
-                    let _ = std::fs::remove_file(self.dir.join(BLANK_MEMORY_FILE));
                 }
                 let own_memory = self.spec.as_ref().map(|spec| spec.memory_sharing)
                     == Some(MemorySharing::Shared);

@@ -3,6 +3,7 @@
 //! hosts with hardware KVM).
 
 pub mod firecracker;
+mod memfd_ram;
 mod private_ram;
 mod process;
 pub mod qemu;
@@ -30,7 +31,8 @@ pub struct VmSpec {
     pub network: VmNetwork,
     /// Directory for the VMM's sockets and logs.
     pub run_dir: PathBuf,
-    /// File backing guest RAM.
+    /// File backing guest RAM; with [`MemorySharing::Anonymous`], where it goes at the first
+    /// pause.
     pub memory_file: PathBuf,
     pub memory_sharing: MemorySharing,
     pub accelerator: Accelerator,
@@ -44,6 +46,10 @@ pub enum MemorySharing {
     /// A snapshot template's file, mapped copy-on-write (`share=off`): clones share its pages
     /// and never change it; a pause must save RAM with the device state.
     Private,
+    /// No file yet: guest RAM is the VMM's own memory (QEMU: a memfd), so a guest's first
+    /// touch of a page costs no filesystem work. Only a boot runs this way; its first pause
+    /// writes the pages the guest touched into the sandbox's memory file.
+    Anonymous,
 }
 
 /// The guest NIC: a TAP device inside the sandbox's network namespace.
@@ -131,9 +137,8 @@ pub trait Vmm: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// The root disk this VMM takes.
     fn root_disk(&self) -> RootDisk;
-    /// How a VM booted by [`Vmm::start`] maps its memory file. `Private` means the file is a
-    /// blank one (all holes) mapped copy-on-write, so a running guest's RAM is anonymous memory
-    /// and a pause writes it out; `Shared` means guest RAM is the sandbox's memory file itself.
+    /// How a VM booted by [`Vmm::start`] keeps its RAM. `Anonymous` means in the VMM's own
+    /// memory, which a pause writes out; `Shared` means in the sandbox's memory file itself.
     fn boot_memory(&self) -> MemorySharing;
     /// Starts a VMM process and returns once it accepts control commands.
     async fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmInstance>, VmmError>;
@@ -165,8 +170,8 @@ pub enum SavedRam {
     /// spec's memory file.
     InStateFile,
     /// Written by the save into the memory file of the VM's own it was given: the VM mapped
-    /// its memory [`MemorySharing::Private`]. It restores like [`SavedRam::InMemoryFile`]
-    /// with a `Shared` spec on that file.
+    /// its memory [`MemorySharing::Private`] or kept it [`MemorySharing::Anonymous`]. It
+    /// restores like [`SavedRam::InMemoryFile`] with a `Shared` spec on that file.
     InOwnMemoryFile,
 }
 
@@ -176,6 +181,7 @@ impl SavedRam {
         match sharing {
             MemorySharing::Shared => Self::InMemoryFile,
             MemorySharing::Private => Self::InStateFile,
+            MemorySharing::Anonymous => Self::InOwnMemoryFile,
         }
     }
 }
