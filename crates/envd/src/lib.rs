@@ -28,7 +28,6 @@ use crate::cli::Cli;
 use crate::init::{Power, RunMode};
 use crate::process::Processes;
 use crate::reaper::{Reaper, ReaperError};
-use crate::server::ServerError;
 use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +44,6 @@ pub enum RunError {
     Announce(#[source] std::io::Error),
     #[error("install SIGTERM handler")]
     Signal(#[source] std::io::Error),
-    #[error(transparent)]
-    Serve(#[from] ServerError),
 }
 
 /// Prepares the guest (as PID 1), binds the listener, prints its address, and serves.
@@ -83,7 +80,7 @@ pub async fn run(cli: Cli, mode: RunMode) -> Result<(), RunError> {
         power,
         started,
     });
-    server::serve(listener, state).await?;
+    server::serve(listener, state).await;
     Ok(())
 }
 

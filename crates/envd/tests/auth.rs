@@ -200,3 +200,28 @@ async fn sigterm_stops_processes_and_exits() {
     .unwrap();
     assert_exits_and_stops(envd, sleeper).await;
 }
+
+#[tokio::test]
+async fn a_call_to_an_unknown_service_or_method_is_unimplemented() {
+    let envd = Envd::initialized().await;
+    for path in [
+        "/wrenn.envd.v1.Nope/Health",
+        "/wrenn.envd.v1.Envd/Nope",
+        "/wrenn.envd.v1.Process",
+        "/",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(envd.channel.clone());
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<HealthRequest, wrenn_envd_api::v1::HealthResponse, _>(
+                tonic::Request::new(HealthRequest {}),
+                http::uri::PathAndQuery::from_static(path),
+                tonic::codec::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status}");
+    }
+    // The server still serves known calls afterwards.
+    envd.envd().health(HealthRequest {}).await.unwrap();
+}

@@ -56,7 +56,7 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub struct Envd {
     child: Child,
     pub addr: SocketAddr,
-    channel: Channel,
+    pub channel: Channel,
 }
 
 impl Envd {
