@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let mode = RunMode::detect();
+    if mode == RunMode::Init {
+        envd::init::populate_code();
+    }
     let args = std::env::args_os().skip(1);
     let cli = match Cli::parse_args(args.map(|arg| arg.to_string_lossy().into_owned())) {
         Invocation::Run(cli) => cli,

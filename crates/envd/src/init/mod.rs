@@ -7,9 +7,11 @@
 mod mounts;
 mod network;
 pub mod power;
+mod prefault;
 mod resize;
 
 pub use power::Power;
+pub use prefault::populate_code;
 
 /// Hostname set at boot; Init may change it.
 const BOOT_HOSTNAME: &str = "sandbox";
