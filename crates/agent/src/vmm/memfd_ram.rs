@@ -43,22 +43,9 @@ pub fn write_memfd_ram(pid: u32, memfd_name: &str, destination: &Path) -> io::Re
 
 /// The address range of the first shared mapping of `name` in a `/proc/<pid>/maps` text.
 fn shared_mapping(maps: &str, name: &str) -> Option<(u64, u64)> {
-    maps.lines().find_map(|line| {
-        // start-end perms offset dev inode path
-        let mut fields = line.splitn(6, ' ');
-        let range = fields.next()?;
-        let perms = fields.next()?;
-        let path = fields.nth(3)?.trim_start();
-        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-        if path != name || !perms.ends_with('s') {
-            return None;
-        }
-        let (start, end) = range.split_once('-')?;
-        Some((
-            u64::from_str_radix(start, 16).ok()?,
-            u64::from_str_radix(end, 16).ok()?,
-        ))
-    })
+    super::proc_maps::entries(maps)
+        .find(|entry| entry.path == name && entry.perms.ends_with('s'))
+        .map(|entry| (entry.start, entry.end))
 }
 
 #[cfg(test)]

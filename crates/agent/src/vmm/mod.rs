@@ -5,6 +5,7 @@
 pub mod firecracker;
 mod memfd_ram;
 mod private_ram;
+mod proc_maps;
 mod process;
 pub mod qemu;
 pub mod qmp;

@@ -98,24 +98,12 @@ fn mappings_of(pid: u32, file: &Path) -> io::Result<Vec<Mapping>> {
 }
 
 fn parse_maps(maps: &str, file: &str) -> Vec<Mapping> {
-    maps.lines()
-        .filter_map(|line| {
-            // start-end perms offset dev inode path
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let offset = fields.next()?;
-            let path = fields.nth(2)?.trim_start();
-            let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-            if path != file || !perms.ends_with('p') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: u64::from_str_radix(offset, 16).ok()?,
-            })
+    super::proc_maps::entries(maps)
+        .filter(|entry| entry.path == file && entry.perms.ends_with('p'))
+        .map(|entry| Mapping {
+            start: entry.start,
+            end: entry.end,
+            file_offset: entry.offset,
         })
         .collect()
 }

@@ -381,16 +381,10 @@ impl VmInstance for QemuInstance {
             MemorySharing::Private => {
                 let pid = self.pid()?;
                 let (template, destination) = (self.memory_file.clone(), own_memory.to_owned());
-                let written = tokio::task::spawn_blocking(move || {
+                let written = write_own_memory(own_memory, move || {
                     super::private_ram::write_private_ram(pid, &template, &destination)
                 })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|written| written)
-                .map_err(|source| VmmError::OwnMemory {
-                    path: own_memory.to_owned(),
-                    source,
-                })?;
+                .await?;
                 tracing::debug!(
                     template_bytes = written.template_bytes,
                     changed_bytes = written.changed_bytes,
@@ -402,21 +396,12 @@ impl VmInstance for QemuInstance {
             MemorySharing::Anonymous => {
                 let pid = self.pid()?;
                 let destination = own_memory.to_owned();
-                let written = tokio::task::spawn_blocking(move || {
-                    super::memfd_ram::write_memfd_ram(
-                        pid,
-                        super::memfd_ram::QEMU_MEMFD,
-                        &destination,
-                    )
+                let bytes = write_own_memory(own_memory, move || {
+                    let memfd = super::memfd_ram::QEMU_MEMFD;
+                    super::memfd_ram::write_memfd_ram(pid, memfd, &destination)
                 })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|written| written)
-                .map_err(|source| VmmError::OwnMemory {
-                    path: own_memory.to_owned(),
-                    source,
-                })?;
-                tracing::debug!(bytes = written, "guest RAM written to its own memory file");
+                .await?;
+                tracing::debug!(bytes, "guest RAM written to its own memory file");
                 self.save_device_state(state_file).await?;
                 SavedRam::InOwnMemoryFile
             }
@@ -426,6 +411,21 @@ impl VmInstance for QemuInstance {
         self.process.end(Duration::from_secs(10)).await?;
         Ok(ram)
     }
+}
+
+/// Runs `write`, which writes a stopped VMM's guest RAM into `own_memory`, off the runtime.
+async fn write_own_memory<T: Send + 'static>(
+    own_memory: &Path,
+    write: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, VmmError> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|written| written)
+        .map_err(|source| VmmError::OwnMemory {
+            path: own_memory.to_owned(),
+            source,
+        })
 }
 
 impl QemuInstance {
