@@ -169,6 +169,17 @@ async fn pty_runs_interactive_bash_and_background_processes_can_be_reattached() 
     assert!(text.contains("40 120"), "{text}");
     assert_eq!(exit.exit_code, 0);
 
+    // Programs open terminals through /dev/ptmx, devtmpfs's node, which allocates from the
+    // devpts instance mounted at /dev/pts.
+    let tty = host
+        .sh(
+            &id,
+            "python3 -c 'import os; m, s = os.openpty(); print(os.ttyname(s))'; stat -c %F /dev/ptmx",
+        )
+        .await;
+    assert!(tty.starts_with("/dev/pts/"), "{tty}");
+    assert!(tty.contains("character special file"), "{tty}");
+
     // A background process keeps running without a stream, and re-attaching replays output.
     let mut ticker = spec("sh", &["-c", "echo first; sleep 0.5; echo second"]);
     ticker.tag = "ticker".into();
