@@ -153,15 +153,13 @@ async fn run() -> anyhow::Result<()> {
         let (mut floor_boot, mut cold_boot) = (Vec::new(), Vec::new());
         let initrd = StaticInitrd::build()?;
         for _ in 0..boots {
-            floor_boot.push(initrd.boot_ms(&template.kernel_path)?);
+            let floor = initrd.boot_ms(&template.kernel_path)?;
             let started = Instant::now();
             let sandbox = client.create_sandbox(cold_request()).await?.into_inner();
-            cold_boot.push(started.elapsed().as_secs_f64() * 1e3);
-            eprintln!(
-                "  floor {:.0} ms, cold boot {:.0} ms",
-                floor_boot[floor_boot.len() - 1],
-                cold_boot[cold_boot.len() - 1]
-            );
+            let cold = started.elapsed().as_secs_f64() * 1e3;
+            eprintln!("  floor {floor:.0} ms, cold boot {cold:.0} ms");
+            floor_boot.push(floor);
+            cold_boot.push(cold);
             destroy(&mut client, &sandbox.sandbox_id).await?;
             // The agent tidies up after a destroy (a spare network slot, the sandbox's
             // directory); the next floor boot must not share the CPU with that.

@@ -176,17 +176,20 @@ pub fn copy_sparse(source: &Path, destination: &Path) -> std::io::Result<u64> {
     Ok(copied)
 }
 
-/// [`copy_sparse`] for a caller that makes the copy durable itself, later.
+/// [`copy_sparse`] for a caller that makes the copy durable itself, later. In-kernel copies
+/// (`copy_file_range`) where the two filesystems allow it; reads and writes where they do not
+/// (e.g. from a memfd, whose tmpfs cannot copy into ext4: EXDEV).
 pub fn copy_sparse_unsynced(source: &Path, destination: &Path) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let input = std::fs::File::open(source)?;
     let output = std::fs::File::create(destination)?;
     output.set_len(input.metadata()?.len())?;
     let (fd_in, fd_out) = (input.as_raw_fd(), output.as_raw_fd());
+    let mut in_kernel = true;
     let mut copied = 0u64;
     for extent in data_extents(&input)? {
         let (mut from, mut to) = (extent.start as i64, extent.start as i64);
-        while (from as u64) < extent.end {
+        while in_kernel && (from as u64) < extent.end {
             // SAFETY: copy_file_range between two descriptors we own, with offsets pointing at
             // live stack variables.
             let n = unsafe {
@@ -200,15 +203,44 @@ pub fn copy_sparse_unsynced(source: &Path, destination: &Path) -> std::io::Resul
                 )
             };
             if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
+                let error = std::io::Error::last_os_error();
+                match error.raw_os_error() {
+                    Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
+                        in_kernel = false;
+                    }
+                    _ => return Err(error),
+                }
+            } else if n == 0 {
                 break;
+            } else {
+                copied += n as u64;
             }
-            copied += n as u64;
+        }
+        if !in_kernel {
+            copied += copy_by_reads(&input, &output, from as u64..extent.end)?;
         }
     }
     Ok(copied)
+}
+
+/// Copies `range` from `input` to the same offsets of `output` through a buffer.
+fn copy_by_reads(
+    input: &std::fs::File,
+    output: &std::fs::File,
+    range: std::ops::Range<u64>,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 4 << 20;
+    let mut buffer = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let len = (range.end - at).min(CHUNK);
+        buffer.resize(len as usize, 0);
+        input.read_exact_at(&mut buffer, at)?;
+        output.write_all_at(&buffer, at)?;
+        at += len;
+    }
+    Ok(range.end - range.start)
 }
 
 /// The byte ranges of a file that hold data; everything between them is a hole.

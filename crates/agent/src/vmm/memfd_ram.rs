@@ -4,15 +4,11 @@
 //! The memfd is the guest's RAM and its holes are the pages the guest never touched, so the
 //! memory file is a sparse copy of its data extents, read through `/proc/<pid>/map_files`.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// How QEMU's `memory-backend-memfd` names its memfd in `/proc/<pid>/maps`.
 pub const QEMU_MEMFD: &str = "/memfd:memory-backend-memfd";
-/// Bytes read and written at a time.
-const CHUNK: u64 = 4 << 20;
 
 /// Writes the guest RAM of VMM `pid`, kept in the memfd it maps as `memfd_name`, to
 /// `destination`, and returns the bytes of data written. The VMM must be stopped, so that
@@ -22,23 +18,8 @@ pub fn write_memfd_ram(pid: u32, memfd_name: &str, destination: &Path) -> io::Re
     let (start, end) = shared_mapping(&maps, memfd_name).ok_or_else(|| {
         io::Error::other(format!("process {pid} maps no memfd named {memfd_name}"))
     })?;
-    let ram = File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))?;
-    let output = File::create(destination)?;
-    output.set_len(ram.metadata()?.len())?;
-    let mut buffer = Vec::new();
-    let mut written = 0;
-    for extent in crate::disk::data_extents(&ram)? {
-        let mut at = extent.start;
-        while at < extent.end {
-            let len = (extent.end - at).min(CHUNK);
-            buffer.resize(len as usize, 0);
-            ram.read_exact_at(&mut buffer, at)?;
-            output.write_all_at(&buffer, at)?;
-            at += len;
-            written += len;
-        }
-    }
-    Ok(written)
+    let ram = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    crate::disk::copy_sparse_unsynced(Path::new(&ram), destination)
 }
 
 /// The address range of the first shared mapping of `name` in a `/proc/<pid>/maps` text.
@@ -51,6 +32,7 @@ fn shared_mapping(maps: &str, name: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::fd::{AsRawFd, FromRawFd};
 
     #[test]
